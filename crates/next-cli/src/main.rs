@@ -1,0 +1,48 @@
+//! The `next` binary: parses flags, calls one library entry point per subcommand, and maps
+//! errors to a message naming the file/key at fault and a non-zero exit code.
+
+mod demo;
+mod generate;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// RLVR with predict-extend: train LLMs with verifiable rewards in fewer RL steps.
+#[derive(Debug, Parser)]
+#[command(name = "next", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Sample a continuation from an HF-format model (optionally with a PEFT LoRA adapter).
+    Generate(generate::Args),
+    /// Exercise the model end to end on a tiny random model: save, load, LoRA-train, merge,
+    /// generate. Writes everything under --out.
+    Demo(demo::Args),
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Generate(args) => generate::run(args),
+        Command::Demo(args) => demo::run(args),
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("NEXT_LOG"))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

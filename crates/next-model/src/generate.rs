@@ -1,0 +1,202 @@
+//! Batched autoregressive decoding with the KV cache: greedy or seeded sampling with
+//! temperature, top-k and top-p, stopping at EOS; returns tokens and their log-probabilities.
+
+use std::path::Path;
+
+use serde_json::Value;
+use tch::{Kind, Tensor};
+
+use crate::error::{Error, Result};
+use crate::io;
+use crate::model::{Batch, Model};
+use crate::rng::Normal;
+
+/// The parts of `generation_config.json` that decoding uses.
+#[derive(Debug, Clone, Default)]
+pub struct GenerationConfig {
+    pub eos_token_ids: Vec<i64>,
+    pub pad_token_id: Option<i64>,
+    pub bos_token_id: Option<i64>,
+}
+
+impl GenerationConfig {
+    /// Reads `generation_config.json` if the directory has one.
+    pub fn load(dir: &Path) -> Result<Option<Self>> {
+        let path = dir.join("generation_config.json");
+        if !path.exists() {
+            return Ok(None);
+        }
+        let v: Value = io::read_json(&path)?;
+        let ids = |key: &str| -> Result<Vec<i64>> {
+            match v.get(key) {
+                None | Some(Value::Null) => Ok(vec![]),
+                Some(Value::Number(n)) => n
+                    .as_i64()
+                    .map(|i| vec![i])
+                    .ok_or_else(|| Error::invalid(&path, key, "expected an integer")),
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .map(|x| {
+                        x.as_i64()
+                            .ok_or_else(|| Error::invalid(&path, key, "expected integers"))
+                    })
+                    .collect(),
+                Some(_) => Err(Error::invalid(&path, key, "expected an integer or a list")),
+            }
+        };
+        Ok(Some(GenerationConfig {
+            eos_token_ids: ids("eos_token_id")?,
+            pad_token_id: ids("pad_token_id")?.first().copied(),
+            bos_token_id: ids("bos_token_id")?.first().copied(),
+        }))
+    }
+}
+
+/// How to decode.
+#[derive(Debug, Clone)]
+pub struct SamplingParams {
+    pub max_new_tokens: usize,
+    /// 0 means greedy.
+    pub temperature: f64,
+    /// 1.0 disables nucleus filtering.
+    pub top_p: f64,
+    /// 0 disables top-k filtering.
+    pub top_k: usize,
+    pub seed: u64,
+    /// Decoding of a row stops after any of these.
+    pub eos_token_ids: Vec<i64>,
+    /// Fills finished rows and left padding.
+    pub pad_token_id: i64,
+}
+
+/// Decoded continuations, one per prompt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generation {
+    /// Generated ids only, up to and including the EOS token when one was produced.
+    pub tokens: Vec<Vec<i64>>,
+    /// Log-probability of each generated token under `softmax(logits / temperature)`
+    /// (under the raw logits when greedy).
+    pub logprobs: Vec<Vec<f32>>,
+    /// Whether each row ended with EOS (rather than reaching `max_new_tokens`).
+    pub finished: Vec<bool>,
+}
+
+impl SamplingParams {
+    fn validate(&self) -> Result<()> {
+        if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
+            return Err(Error::Usage(format!(
+                "temperature must be >= 0, got {}",
+                self.temperature
+            )));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err(Error::Usage(format!(
+                "top_p must be in (0, 1], got {}",
+                self.top_p
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Chooses the next token of every row: returns `(tokens [B], logprobs [B])`.
+fn choose(logits: &Tensor, p: &SamplingParams, rng: &mut Normal) -> (Tensor, Tensor) {
+    let logits = logits.to_kind(Kind::Float);
+    if p.temperature == 0.0 {
+        let next = logits.argmax(-1, false);
+        let lp = logits
+            .log_softmax(-1, Kind::Float)
+            .gather(-1, &next.unsqueeze(-1), false)
+            .squeeze_dim(-1);
+        return (next, lp);
+    }
+    let scaled = logits / p.temperature;
+    let logp = scaled.log_softmax(-1, Kind::Float);
+    let mut filtered = scaled.shallow_clone();
+    let vocab = filtered.size()[1];
+    if p.top_k > 0 && (p.top_k as i64) < vocab {
+        let (vals, _) = filtered.topk(p.top_k as i64, -1, true, true);
+        let kth = vals.narrow(1, p.top_k as i64 - 1, 1);
+        filtered = filtered.masked_fill(&filtered.lt_tensor(&kth), f64::NEG_INFINITY);
+    }
+    if p.top_p < 1.0 {
+        let (sorted, idx) = filtered.sort(-1, true);
+        let probs = sorted.softmax(-1, Kind::Float);
+        // Drop a token when the tokens ranked above it already reach top_p (keep at least one).
+        let before = probs.cumsum(-1, Kind::Float) - &probs;
+        let drop_sorted = before.gt(p.top_p);
+        let drop = drop_sorted.scatter(-1, &idx, &drop_sorted);
+        filtered = filtered.masked_fill(&drop, f64::NEG_INFINITY);
+    }
+    let probs = filtered.softmax(-1, Kind::Float);
+    let cdf = probs.cumsum(-1, Kind::Float);
+    let b = cdf.size()[0];
+    let u = Tensor::from_slice(&rng.unit(b as usize))
+        .to_device(cdf.device())
+        .view([b, 1]);
+    // Inverse-CDF sampling with host-drawn uniforms: deterministic given the seed.
+    let total = cdf.narrow(1, vocab - 1, 1);
+    let next = cdf
+        .lt_tensor(&(u * total))
+        .sum_dim_intlist(-1, false, Kind::Int64)
+        .clamp_max(vocab - 1);
+    let lp = logp.gather(-1, &next.unsqueeze(-1), false).squeeze_dim(-1);
+    (next, lp)
+}
+
+/// Decodes continuations of `prompts` (token ids) as one left-padded batch.
+pub fn generate(model: &Model, prompts: &[Vec<i64>], p: &SamplingParams) -> Result<Generation> {
+    p.validate()?;
+    if let Some(i) = prompts.iter().position(Vec::is_empty) {
+        return Err(Error::Usage(format!(
+            "prompt {i} is empty: at least one token is needed"
+        )));
+    }
+    let batch = Batch::left_padded(prompts, p.pad_token_id, model.device())?;
+    let b = prompts.len();
+    let width = batch.input_ids.size()[1];
+    let mut rng = Normal::new(p.seed);
+    let mut tokens = vec![Vec::new(); b];
+    let mut logprobs = vec![Vec::new(); b];
+    let mut finished = vec![false; b];
+    tch::no_grad(|| -> Result<()> {
+        let mut cache = model.new_cache(b as i64, width + p.max_new_tokens as i64);
+        let mut logits = model
+            .forward(&batch, Some(&mut cache))?
+            .select(1, width - 1);
+        for step in 0..p.max_new_tokens {
+            let (next, lp) = choose(&logits, p, &mut rng);
+            let next_v = Vec::<i64>::try_from(&next.to_device(tch::Device::Cpu))?;
+            let lp_v = Vec::<f32>::try_from(&lp.to_device(tch::Device::Cpu))?;
+            let mut feed = Vec::with_capacity(b);
+            for i in 0..b {
+                if finished[i] {
+                    feed.push(p.pad_token_id);
+                    continue;
+                }
+                tokens[i].push(next_v[i]);
+                logprobs[i].push(lp_v[i]);
+                if p.eos_token_ids.contains(&next_v[i]) {
+                    finished[i] = true;
+                }
+                feed.push(next_v[i]);
+            }
+            if finished.iter().all(|&f| f) || step + 1 == p.max_new_tokens {
+                break;
+            }
+            let step_batch = Batch {
+                input_ids: Tensor::from_slice(&feed)
+                    .view([b as i64, 1])
+                    .to_device(model.device()),
+                attention_mask: Tensor::ones([b as i64, 1], (Kind::Int64, model.device())),
+            };
+            logits = model.forward(&step_batch, Some(&mut cache))?.select(1, 0);
+        }
+        Ok(())
+    })?;
+    Ok(Generation {
+        tokens,
+        logprobs,
+        finished,
+    })
+}

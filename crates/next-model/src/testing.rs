@@ -1,0 +1,110 @@
+//! Test support shared by the workspace's test suites: the project's Python reference
+//! (transformers / PEFT) and small fixture models. Enabled by the `testing` feature only.
+#![allow(clippy::print_stdout)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::{Config, LoadOptions, Model, Tokenizer};
+
+/// Characters of the fixture tokenizer.
+pub const ALPHABET: &str = "0123456789+-*=abcdefghij ";
+
+/// The workspace root (two levels above a crate's manifest directory).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("workspace root")
+}
+
+/// The project's Python (installed by `cargo xtask setup`).
+pub fn python() -> PathBuf {
+    let py = workspace_root().join(".venv/bin/python");
+    assert!(
+        py.exists(),
+        "{} is missing: run `cargo xtask setup` (or `cargo xtask test`)",
+        py.display()
+    );
+    py
+}
+
+/// Runs `tests/python/hf_reference.py` with `args` and returns its stdout; fails the test with
+/// the script's stderr when it fails.
+pub fn reference(args: &[&str]) -> String {
+    let script = workspace_root().join("tests/python/hf_reference.py");
+    let out = Command::new(python())
+        .arg(&script)
+        .args(args)
+        .env("NEXT_TEST_THREADS", "1")
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "hf_reference.py {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+/// A temporary directory holding the character-level fixture tokenizer.
+pub fn tokenizer_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    Tokenizer::char_level(ALPHABET)
+        .expect("char tokenizer")
+        .save(dir.path())
+        .expect("save tokenizer");
+    dir
+}
+
+/// A small random model built and saved by transformers (`arch`: llama, llama-bias, qwen2,
+/// qwen3), with the fixture tokenizer.
+pub fn hf_model(arch: &str, tied: bool, gqa: bool, seed: u64) -> tempfile::TempDir {
+    let dir = tokenizer_dir();
+    let path = dir.path().to_str().expect("utf-8 path");
+    let (tied, gqa, seed) = (
+        (tied as u8).to_string(),
+        (gqa as u8).to_string(),
+        seed.to_string(),
+    );
+    reference(&[
+        "make-model",
+        "--arch",
+        arch,
+        "--tied",
+        &tied,
+        "--gqa",
+        &gqa,
+        "--seed",
+        &seed,
+        "--out",
+        path,
+    ]);
+    dir
+}
+
+/// A small random Llama built by this crate (no Python), saved with the fixture tokenizer.
+pub fn rust_model(seed: u64) -> tempfile::TempDir {
+    let dir = tokenizer_dir();
+    let tok = Tokenizer::load(dir.path()).expect("tokenizer");
+    let config = serde_json::json!({
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": tok.vocab_size(),
+        "hidden_size": 32,
+        "intermediate_size": 48,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 10000.0,
+        "tie_word_embeddings": false,
+        "eos_token_id": tok.eos_token_id,
+        "pad_token_id": tok.pad_token_id,
+        "torch_dtype": "float32",
+    });
+    let config = Config::from_value(Path::new("<test>"), config).expect("config");
+    let model = Model::random(config, seed, 0.2, LoadOptions::default()).expect("random model");
+    model.save(dir.path()).expect("save model");
+    dir
+}

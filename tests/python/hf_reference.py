@@ -1,0 +1,176 @@
+"""Reference computations with transformers and PEFT for the conformance tests.
+
+Each subcommand writes what the Rust side compares against; the tests call it with the project's
+Python environment (set up by `cargo xtask setup`). Nothing here is imported by the product.
+"""
+import argparse
+import json
+import os
+import sys
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+import torch  # noqa: E402
+
+torch.set_num_threads(int(os.environ.get("NEXT_TEST_THREADS", "1")))
+
+
+def small_config(arch, vocab, tied, gqa, eos, pad):
+    import transformers
+
+    common = dict(
+        vocab_size=vocab,
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2 if gqa else 4,
+        max_position_embeddings=256,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=bool(tied),
+        initializer_range=0.2,
+        bos_token_id=None,
+        eos_token_id=eos,
+        pad_token_id=pad,
+    )
+    if arch == "llama":
+        return transformers.LlamaConfig(rope_theta=500.0, **common)
+    if arch == "llama-bias":
+        return transformers.LlamaConfig(attention_bias=True, mlp_bias=True, **common)
+    if arch == "qwen2":
+        return transformers.Qwen2Config(rope_theta=10000.0, **common)
+    if arch == "qwen3":
+        return transformers.Qwen3Config(head_dim=32, **common)
+    raise SystemExit(f"unknown arch {arch}")
+
+
+def cmd_make_model(a):
+    import transformers
+
+    tok = load_tokenizer(a.out)
+    cfg = small_config(a.arch, len(tok), a.tied, a.gqa, tok.eos_token_id, tok.pad_token_id)
+    torch.manual_seed(a.seed)
+    model = transformers.AutoModelForCausalLM.from_config(cfg)
+    # Non-trivial norm weights and biases, so that mistakes in them show.
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):
+                p.copy_(1.0 + 0.3 * torch.randn_like(p))
+            elif name.endswith(".bias"):
+                p.copy_(0.1 * torch.randn_like(p))
+    model.save_pretrained(a.out)
+
+
+def load_tokenizer(path, **kw):
+    # Our tokenizer_config.json names PreTrainedTokenizerFast. AutoTokenizer in transformers 5
+    # prefers the model type's own class (e.g. Qwen2's byte-level BPE), which would re-build a
+    # different pipeline from the vocabulary; load the class the file declares.
+    import transformers
+
+    return transformers.PreTrainedTokenizerFast.from_pretrained(path, **kw)
+
+
+def load_model(path, adapter):
+    import transformers
+
+    model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    if adapter:
+        import peft
+
+        model = peft.PeftModel.from_pretrained(model, adapter)
+    model.eval()
+    return model
+
+
+def cmd_logits(a):
+    import transformers
+    from safetensors.torch import save_file
+
+    tok = load_tokenizer(a.model, padding_side="left")
+    model = load_model(a.model, a.adapter)
+    prompts = json.loads(a.prompts)
+    enc = tok(prompts, return_tensors="pt", padding=True)
+    mask = enc["attention_mask"]
+    pos = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
+    with torch.no_grad():
+        out = model(input_ids=enc["input_ids"], attention_mask=mask, position_ids=pos)
+    save_file(
+        {
+            "input_ids": enc["input_ids"].contiguous(),
+            "attention_mask": mask.contiguous(),
+            "logits": out.logits.float().contiguous(),
+        },
+        a.out,
+    )
+
+
+def cmd_generate(a):
+    import transformers
+
+    tok = load_tokenizer(a.model)
+    model = load_model(a.model, a.adapter)
+    enc = tok(a.prompt, return_tensors="pt")
+    with torch.no_grad():
+        out = model.generate(**enc, max_new_tokens=a.max_new_tokens, do_sample=False)
+    ids = out[0, enc["input_ids"].shape[1]:].tolist()
+    json.dump({"token_ids": ids, "text": tok.decode(ids)}, sys.stdout)
+
+
+def cmd_make_adapter(a):
+    import peft
+    import transformers
+
+    model = transformers.AutoModelForCausalLM.from_pretrained(a.model, dtype=torch.float32)
+    targets = a.targets if a.targets == "all-linear" else a.targets.split(",")
+    cfg = peft.LoraConfig(
+        r=a.r,
+        lora_alpha=a.alpha,
+        target_modules=targets,
+        lora_dropout=0.0,
+        use_rslora=a.rslora,
+        init_lora_weights=False,
+        task_type="CAUSAL_LM",
+    )
+    torch.manual_seed(a.seed)
+    model = peft.get_peft_model(model, cfg)
+    model.save_pretrained(a.out)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers(dest="cmd", required=True)
+    m = sub.add_parser("make-model")
+    m.add_argument("--arch", required=True)
+    m.add_argument("--tied", type=int, default=0)
+    m.add_argument("--gqa", type=int, default=0)
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--out", required=True)
+    m.set_defaults(fn=cmd_make_model)
+    lg = sub.add_parser("logits")
+    lg.add_argument("--model", required=True)
+    lg.add_argument("--adapter")
+    lg.add_argument("--prompts", required=True)
+    lg.add_argument("--out", required=True)
+    lg.set_defaults(fn=cmd_logits)
+    g = sub.add_parser("generate")
+    g.add_argument("--model", required=True)
+    g.add_argument("--adapter")
+    g.add_argument("--prompt", required=True)
+    g.add_argument("--max-new-tokens", type=int, default=32)
+    g.set_defaults(fn=cmd_generate)
+    ad = sub.add_parser("make-adapter")
+    ad.add_argument("--model", required=True)
+    ad.add_argument("--out", required=True)
+    ad.add_argument("--r", type=int, default=4)
+    ad.add_argument("--alpha", type=float, default=8.0)
+    ad.add_argument("--targets", default="all-linear")
+    ad.add_argument("--rslora", action="store_true")
+    ad.add_argument("--seed", type=int, default=0)
+    ad.set_defaults(fn=cmd_make_adapter)
+    a = p.parse_args()
+    a.fn(a)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+//! `cargo xtask bench model`: our throughput and transformers' on the same weights, batches and
+//! threads, measured in the same run; prints the ratios.
+
+use std::fs;
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+use crate::util::{self, root};
+
+pub fn run(args: &[String]) -> Result<()> {
+    match args.first().map(String::as_str) {
+        Some("model") => model(),
+        Some(other) => bail!("unknown benchmark `{other}` (available: model)"),
+        None => bail!("usage: cargo xtask bench model"),
+    }
+}
+
+fn model() -> Result<()> {
+    let root = root();
+    let dir = root.join("target/bench/models");
+    fs::create_dir_all(&dir)?;
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .to_string();
+    let ours = root.join("target/bench/model-ours.json");
+    let theirs = root.join("target/bench/model-transformers.json");
+    util::cargo(&[
+        "bench",
+        "-p",
+        "next-model",
+        "--bench",
+        "model",
+        "--",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--threads",
+        &threads,
+        "--out",
+        ours.to_str().unwrap(),
+    ])?;
+    util::run(
+        Command::new(root.join(".venv/bin/python"))
+            .arg(root.join("scripts/bench_model_reference.py"))
+            .args([
+                "--dir",
+                dir.to_str().unwrap(),
+                "--ours",
+                ours.to_str().unwrap(),
+                "--threads",
+                &threads,
+                "--out",
+                theirs.to_str().unwrap(),
+            ]),
+    )?;
+    let read = |p: &std::path::Path| -> Result<Value> {
+        Ok(serde_json::from_str(
+            &fs::read_to_string(p).with_context(|| p.display().to_string())?,
+        )?)
+    };
+    let (a, b) = (read(&ours)?, read(&theirs)?);
+    println!("model throughput, {threads} threads (ours: next-model/libtorch; reference: transformers {}, torch {})", b["transformers"].as_str().unwrap_or("?"), b["torch"].as_str().unwrap_or("?"));
+    println!(
+        "decode: batch {} x {} new tokens (prompt {}); forward+backward (LoRA r=8): batch {} x {} tokens",
+        a["decode_batch"], a["new_tokens"], a["prompt_len"], a["train_batch"], a["train_len"]
+    );
+    println!(
+        "{:<12} {:>11} {:>14} {:>14} {:>7} {:>14} {:>14} {:>7}",
+        "model",
+        "params",
+        "decode ours",
+        "decode HF",
+        "ratio",
+        "fwd+bwd ours",
+        "fwd+bwd HF",
+        "ratio"
+    );
+    let empty = vec![];
+    for (x, y) in a["results"]
+        .as_array()
+        .unwrap_or(&empty)
+        .iter()
+        .zip(b["results"].as_array().unwrap_or(&empty))
+    {
+        let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+        println!(
+            "{:<12} {:>11} {:>12.0}/s {:>12.0}/s {:>6.2}x {:>12.0}/s {:>12.0}/s {:>6.2}x",
+            x["model"].as_str().unwrap_or("?"),
+            x["params"],
+            f(x, "decode_tokens_per_s"),
+            f(y, "decode_tokens_per_s"),
+            f(x, "decode_tokens_per_s") / f(y, "decode_tokens_per_s"),
+            f(x, "train_tokens_per_s"),
+            f(y, "train_tokens_per_s"),
+            f(x, "train_tokens_per_s") / f(y, "train_tokens_per_s"),
+        );
+    }
+    println!("results: {} and {}", ours.display(), theirs.display());
+    Ok(())
+}

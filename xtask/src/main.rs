@@ -1,0 +1,75 @@
+//! `cargo xtask`: project automation — setup, test, demo, bench, tidy. One module per task.
+
+mod bench;
+mod setup;
+mod tidy;
+mod util;
+
+use anyhow::{bail, Result};
+
+const HELP: &str = "\
+cargo xtask <task> [args]
+
+tasks:
+  setup        install torch 2.11.0 and the Python reference packages into .venv (idempotent)
+  test [ARGS]  setup if needed, then `cargo test --workspace [ARGS]`
+  demo [ARGS]  setup if needed, then `next demo` (the model stack end to end) in release mode
+  bench model  tokens/s of decoding and forward+backward, ours vs transformers, same threads
+  tidy         check the architecture invariants (also run by `cargo test`)
+";
+
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (task, rest) = match args.split_first() {
+        Some((t, r)) => (t.as_str(), r),
+        None => {
+            eprint!("{HELP}");
+            return Ok(());
+        }
+    };
+    match task {
+        "setup" => setup::run(),
+        "test" => {
+            setup::run()?;
+            util::cargo(&[&["test", "--workspace"], &util::strs(rest)[..]].concat())
+        }
+        "demo" => {
+            setup::run()?;
+            util::cargo(
+                &[
+                    &[
+                        "run",
+                        "--release",
+                        "--quiet",
+                        "-p",
+                        "next-cli",
+                        "--",
+                        "demo",
+                    ],
+                    &util::strs(rest)[..],
+                ]
+                .concat(),
+            )
+        }
+        "bench" => {
+            setup::run()?;
+            bench::run(rest)
+        }
+        "tidy" => tidy::run(),
+        "-h" | "--help" | "help" => {
+            eprint!("{HELP}");
+            Ok(())
+        }
+        other => bail!("unknown task `{other}`\n\n{HELP}"),
+    }
+}
