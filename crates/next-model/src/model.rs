@@ -602,11 +602,12 @@ impl Model {
                 kv,
                 mode,
             );
-            x += a;
+            // Out of place: autograd keeps `x` for the norms' backward, so `+=` would corrupt it.
+            x = &x + &a;
             let m = layer
                 .mlp
                 .forward(&layer.post_attention_layernorm.forward(&x), mode);
-            x += m;
+            x = &x + &m;
         }
         if let Some(c) = cache {
             c.len = total;
