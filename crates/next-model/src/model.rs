@@ -108,7 +108,7 @@ impl Attention {
         &self,
         x: &Tensor,
         rope: &Rope,
-        mask: &Tensor,
+        mask: Option<&Tensor>,
         cache: Option<(&mut Tensor, &mut Tensor, i64)>,
         mode: Mode,
     ) -> Tensor {
@@ -147,7 +147,7 @@ impl Attention {
             (k, v)
         };
         let y =
-            Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask), 0.0, false, None, false);
+            Tensor::scaled_dot_product_attention(&q, &k, &v, mask, 0.0, mask.is_none(), None, false);
         let y = y
             .transpose(1, 2)
             .reshape([b, t, self.n_heads * self.head_dim]);
@@ -535,9 +535,12 @@ impl Model {
                 ids.size()
             )));
         }
-        check_ids(&self.config, ids)?;
-        let ids = ids.to_device(self.device);
         let past = cache.as_ref().map_or(0, |c| c.len);
+        // Decoding steps feed sampled ids, which are in range; check everything else.
+        if past == 0 || t > 1 {
+            check_ids(&self.config, ids)?;
+        }
+        let ids = ids.to_device(self.device);
         if let Some(c) = cache.as_ref() {
             if c.layers.len() != self.layers.len()
                 || c.key_valid.size()[0] != b
@@ -569,17 +572,28 @@ impl Model {
             }
             None => mask.ne(0),
         };
-        // Query i (absolute position past + i) sees key j <= past + i that is a real token, and
-        // always itself, so that padding rows never attend to nothing (which would give NaN).
-        let q_idx = Tensor::arange_start(past, total, (Kind::Int64, self.device)).view([t, 1]);
-        let k_idx = Tensor::arange(total, (Kind::Int64, self.device)).view([1, total]);
-        let causal = k_idx.le_tensor(&q_idx);
-        let diag = k_idx.eq_tensor(&q_idx);
-        let attn_mask = causal
-            .unsqueeze(0)
-            .logical_and(&key_valid.unsqueeze(1))
-            .logical_or(&diag.unsqueeze(0))
-            .unsqueeze(1);
+        let attn_mask = if cache.is_none() && mask.min().int64_value(&[]) == 1 {
+            // No padding and no cache: plain causal attention (the fused kernel).
+            None
+        } else if t == 1 {
+            // One new token (decoding): it sees every real cached token and itself.
+            let own = Tensor::ones([b, 1], (Kind::Bool, self.device));
+            Some(Tensor::cat(&[key_valid.narrow(1, 0, past), own], 1).view([b, 1, 1, total]))
+        } else {
+            // Query i (absolute position past + i) sees key j <= past + i that is a real token,
+            // and always itself, so that padding rows never attend to nothing (NaN).
+            let q_idx = Tensor::arange_start(past, total, (Kind::Int64, self.device)).view([t, 1]);
+            let k_idx = Tensor::arange(total, (Kind::Int64, self.device)).view([1, total]);
+            let causal = k_idx.le_tensor(&q_idx);
+            let diag = k_idx.eq_tensor(&q_idx);
+            Some(
+                causal
+                    .unsqueeze(0)
+                    .logical_and(&key_valid.unsqueeze(1))
+                    .logical_or(&diag.unsqueeze(0))
+                    .unsqueeze(1),
+            )
+        };
 
         let freqs = positions.to_kind(Kind::Float).unsqueeze(-1) * self.inv_freq.view([1, 1, -1]);
         let emb = Tensor::cat(&[&freqs, &freqs], -1);
@@ -598,7 +612,7 @@ impl Model {
             let a = layer.self_attn.forward(
                 &layer.input_layernorm.forward(&x),
                 &rope,
-                &attn_mask,
+                attn_mask.as_ref(),
                 kv,
                 mode,
             );
@@ -625,8 +639,9 @@ impl Model {
         }
         let logits = self.forward(batch, None)?;
         let t = logits.size()[1];
-        let lp = (logits.narrow(1, 0, t - 1).to_kind(Kind::Float) / temperature)
-            .log_softmax(-1, Kind::Float);
+        let logits = logits.narrow(1, 0, t - 1).to_kind(Kind::Float);
+        let logits = if temperature == 1.0 { logits } else { logits / temperature };
+        let lp = logits.log_softmax(-1, Kind::Float);
         let next = batch
             .input_ids
             .to_device(self.device)
