@@ -146,8 +146,16 @@ impl Attention {
         } else {
             (k, v)
         };
-        let y =
-            Tensor::scaled_dot_product_attention(&q, &k, &v, mask, 0.0, mask.is_none(), None, false);
+        let y = Tensor::scaled_dot_product_attention(
+            &q,
+            &k,
+            &v,
+            mask,
+            0.0,
+            mask.is_none(),
+            None,
+            false,
+        );
         let y = y
             .transpose(1, 2)
             .reshape([b, t, self.n_heads * self.head_dim]);
@@ -640,7 +648,11 @@ impl Model {
         let logits = self.forward(batch, None)?;
         let t = logits.size()[1];
         let logits = logits.narrow(1, 0, t - 1).to_kind(Kind::Float);
-        let logits = if temperature == 1.0 { logits } else { logits / temperature };
+        let logits = if temperature == 1.0 {
+            logits
+        } else {
+            logits / temperature
+        };
         let lp = logits.log_softmax(-1, Kind::Float);
         let next = batch
             .input_ids
