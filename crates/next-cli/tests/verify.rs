@@ -1,0 +1,124 @@
+//! `next verify` as users call it: scores JSONL in order, writes atomically, names bad rows.
+
+use std::process::Command;
+
+fn next(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_next"))
+        .args(args)
+        .output()
+        .expect("run next")
+}
+
+const ROWS: &str = r#"{"id": 1, "response": "so \\boxed{\\frac{1}{2}}", "ground_truth": "0.5", "data_source": "openai/gsm8k"}
+{"id": 2, "response": "<answer>3*8</answer>", "ground_truth": {"target": 24, "numbers": [3, 8]}, "data_source": "countdown"}
+
+{"id": 3, "response": "<answer>3+8</answer>", "ground_truth": {"target": 24, "numbers": [3, 8]}, "data_source": "countdown"}
+{"id": 4, "response": "```python\ndef f():\n    return 3\n```", "ground_truth": {"assert": "assert f() == 4"}, "data_source": "humaneval"}
+{"id": 5, "response": "no idea", "ground_truth": "7", "data_source": "math"}
+"#;
+
+#[test]
+fn scores_rows_in_order_with_a_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let output = dir.path().join("out.jsonl");
+    std::fs::write(&input, ROWS).unwrap();
+    let out = next(&[
+        "verify",
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("verified 5 rows") && err.contains("correct 2") && err.contains("no_answer 1"),
+        "{err}"
+    );
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(&output)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let got: Vec<(i64, f64, &str)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_i64().unwrap(),
+                r["reward"].as_f64().unwrap(),
+                r["kind"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (1, 1.0, "correct"),
+            (2, 1.0, "correct"),
+            (3, 0.1, "wrong"),
+            (4, 0.0, "wrong"),
+            (5, 0.0, "no_answer")
+        ]
+    );
+}
+
+#[test]
+fn bad_input_names_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("bad.jsonl");
+    let output = dir.path().join("out.jsonl");
+    for (content, args, expected) in [
+        (
+            "{\"response\": \"1\", \"ground_truth\": \"1\"}\n{\"response\": 2}\n",
+            vec!["--verifier", "math"],
+            "bad.jsonl:2",
+        ),
+        (
+            "{\"response\": \"1\", \"ground_truth\": \"1\"}\nnot json\n",
+            vec!["--verifier", "math"],
+            "bad.jsonl:2",
+        ),
+        (
+            "{\"response\": \"1\", \"ground_truth\": \"1\"}\n",
+            vec!["--verifier", "poetry"],
+            "poetry",
+        ),
+        (
+            "{\"response\": \"1\", \"ground_truth\": \"1\"}\n",
+            vec![],
+            "data_source",
+        ),
+        (
+            "{\"response\": \"1\", \"ground_truth\": \"1\", \"data_source\": \"weather\"}\n",
+            vec![],
+            "weather",
+        ),
+    ] {
+        std::fs::write(&input, content).unwrap();
+        let mut a = vec![
+            "verify",
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            output.to_str().unwrap(),
+        ];
+        a.extend(args);
+        let out = next(&a);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(expected) && !err.contains("panicked"),
+            "{content:?}: {err}"
+        );
+        assert!(!output.exists(), "half-written output left behind");
+        assert!(
+            std::fs::read_dir(dir.path()).unwrap().count() == 1,
+            "partial file left behind"
+        );
+    }
+    let out = next(&["verify", "--input", "/nonexistent.jsonl"]);
+    assert!(
+        !out.status.success()
+            && String::from_utf8_lossy(&out.stderr).contains("/nonexistent.jsonl")
+    );
+}
