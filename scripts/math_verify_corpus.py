@@ -2,7 +2,8 @@
 
 Usage: .venv/bin/python scripts/math_verify_corpus.py crates/next-verifiers/tests/data/math_corpus.jsonl
 Rewrites the file in place, setting "math_verify": true/false on every row (the gold answer is
-parsed as `$gold$`, the response as it is, both with math-verify's default extraction).
+parsed as `$gold$`, the response as it is, both with math-verify's default extraction). The
+"math_verify_wrong" notes, written by hand, say why it disagrees with the label where it does.
 """
 import json
 import sys

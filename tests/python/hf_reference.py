@@ -59,7 +59,7 @@ def cmd_make_model(a):
                 p.copy_(1.0 + 0.3 * torch.randn_like(p))
             elif name.endswith(".bias"):
                 p.copy_(0.1 * torch.randn_like(p))
-    model.save_pretrained(a.out)
+    model.save_pretrained(a.out, **({"max_shard_size": "60KB"} if a.shard else {}))
 
 
 def load_tokenizer(path, **kw):
@@ -117,6 +117,12 @@ def cmd_generate(a):
     json.dump({"token_ids": ids, "text": tok.decode(ids)}, sys.stdout)
 
 
+def cmd_chat(a):
+    tok = load_tokenizer(a.model)
+    messages = json.loads(a.messages)
+    sys.stdout.write(tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+
+
 def cmd_make_adapter(a):
     import peft
     import transformers
@@ -146,7 +152,12 @@ def main():
     m.add_argument("--gqa", type=int, default=0)
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--out", required=True)
+    m.add_argument("--shard", type=int, default=0)
     m.set_defaults(fn=cmd_make_model)
+    ch = sub.add_parser("chat")
+    ch.add_argument("--model", required=True)
+    ch.add_argument("--messages", required=True)
+    ch.set_defaults(fn=cmd_chat)
     lg = sub.add_parser("logits")
     lg.add_argument("--model", required=True)
     lg.add_argument("--adapter")

@@ -60,13 +60,21 @@ pub fn tokenizer_dir() -> tempfile::TempDir {
 /// A small random model built and saved by transformers (`arch`: llama, llama-bias, qwen2,
 /// qwen3), with the fixture tokenizer.
 pub fn hf_model(arch: &str, tied: bool, gqa: bool, seed: u64) -> tempfile::TempDir {
+    hf_model_with(arch, tied, gqa, seed, false)
+}
+
+/// As [`hf_model`], optionally saved as several safetensors shards with an index.
+pub fn hf_model_with(
+    arch: &str,
+    tied: bool,
+    gqa: bool,
+    seed: u64,
+    sharded: bool,
+) -> tempfile::TempDir {
     let dir = tokenizer_dir();
     let path = dir.path().to_str().expect("utf-8 path");
-    let (tied, gqa, seed) = (
-        (tied as u8).to_string(),
-        (gqa as u8).to_string(),
-        seed.to_string(),
-    );
+    let flag = |b: bool| (b as u8).to_string();
+    let (tied, gqa, shard, seed) = (flag(tied), flag(gqa), flag(sharded), seed.to_string());
     reference(&[
         "make-model",
         "--arch",
@@ -79,6 +87,8 @@ pub fn hf_model(arch: &str, tied: bool, gqa: bool, seed: u64) -> tempfile::TempD
         &seed,
         "--out",
         path,
+        "--shard",
+        &shard,
     ]);
     dir
 }

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use next_model::io::read_safetensors;
-use next_model::testing::{hf_model, reference, rust_model};
+use next_model::testing::{hf_model, hf_model_with, reference, rust_model};
 use next_model::{Batch, Kind, LoadOptions, LoraConfig, Model, TargetModules, Tensor, Tokenizer};
 
 const PROMPTS: [&str; 4] = ["12+34=", "7*8=", "abc", "9-3=ab 1 2 3"];
@@ -45,7 +45,10 @@ fn ours(model: &Model, ids: &Tensor, mask: &Tensor) -> Tensor {
 }
 
 fn check_logits(arch: &str, tied: bool, gqa: bool) {
-    let dir = hf_model(arch, tied, gqa, 7);
+    check_logits_in(hf_model(arch, tied, gqa, 7), arch, tied, gqa);
+}
+
+fn check_logits_in(dir: tempfile::TempDir, arch: &str, tied: bool, gqa: bool) {
     let (ids, mask, expected) = reference_logits(dir.path(), None);
     // The tokenizer we wrote encodes like transformers' fast tokenizer reading it.
     let tok = Tokenizer::load(dir.path()).unwrap();
@@ -94,6 +97,80 @@ fn qwen2_untied_logits() {
 #[test]
 fn qwen3_qk_norm_logits() {
     check_logits("qwen3", false, true);
+}
+
+#[test]
+fn sharded_checkpoint_logits() {
+    let dir = hf_model_with("llama", false, true, 7, true);
+    assert!(
+        dir.path().join("model.safetensors.index.json").exists(),
+        "fixture is not sharded"
+    );
+    check_logits_in(dir, "llama sharded", false, true);
+}
+
+#[test]
+fn token_logprobs_follow_the_logits() {
+    let dir = rust_model(12);
+    let model = Model::load(dir.path(), LoadOptions::default()).unwrap();
+    let batch = Batch::left_padded(&[vec![3, 4, 5, 6], vec![7, 8]], 0, model.device()).unwrap();
+    for temperature in [1.0, 0.7] {
+        let lp = tch::no_grad(|| model.token_logprobs(&batch, temperature)).unwrap();
+        let logits = tch::no_grad(|| model.forward(&batch, None)).unwrap();
+        let expected = (logits / temperature)
+            .log_softmax(-1, Kind::Float)
+            .narrow(1, 0, 3)
+            .gather(-1, &batch.input_ids.narrow(1, 1, 3).unsqueeze(-1), false)
+            .squeeze_dim(-1);
+        assert!((lp - expected).abs().max().double_value(&[]) < 1e-5);
+    }
+}
+
+#[test]
+fn chat_template_renders_like_transformers() {
+    let dir = next_model::testing::tokenizer_dir();
+    let mut tok = Tokenizer::load(dir.path()).unwrap();
+    let template = "{% for message in messages %}{% if message['role'] not in ['system', 'user', 'assistant'] %}{{ raise_exception('bad role') }}{% endif %}\
+{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are helpful.<|im_end|>\n{% endif %}\
+<|im_start|>{{ message['role'] }}\n{{ message['content'].strip() }}<|im_end|>\n{% endfor %}\
+{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}{{ eos_token if false }}";
+    tok.set_chat_template(Some(template.to_string()));
+    tok.save(dir.path()).unwrap();
+    let messages = vec![
+        next_model::ChatMessage {
+            role: "user".into(),
+            content: "  What is 2+2?  ".into(),
+        },
+        next_model::ChatMessage {
+            role: "assistant".into(),
+            content: "4".into(),
+        },
+        next_model::ChatMessage {
+            role: "user".into(),
+            content: "And 3+3?".into(),
+        },
+    ];
+    let ours = Tokenizer::load(dir.path())
+        .unwrap()
+        .apply_chat_template(&messages, true)
+        .unwrap();
+    let theirs = reference(&[
+        "chat",
+        "--model",
+        dir.path().to_str().unwrap(),
+        "--messages",
+        &serde_json::to_string(&messages).unwrap(),
+    ]);
+    assert_eq!(ours, theirs);
+    let bad = vec![next_model::ChatMessage {
+        role: "robot".into(),
+        content: "x".into(),
+    }];
+    assert!(tok
+        .apply_chat_template(&bad, true)
+        .unwrap_err()
+        .to_string()
+        .contains("bad role"));
 }
 
 #[test]
@@ -278,6 +355,16 @@ fn hf_directory_round_trip_is_bit_identical() {
             assert_eq!(ka, kb);
             assert_eq!(ta.kind(), tb.kind(), "{ka}");
             assert!(ta.equal(tb), "{ka} changed in the round trip");
+        }
+        // transformers loads what we saved and computes the same logits.
+        if kind == Kind::Float {
+            Tokenizer::load(dir.path())
+                .unwrap()
+                .save(out.path())
+                .unwrap();
+            let (ids, mask, expected) = reference_logits(out.path(), None);
+            let diff = max_diff_on_mask(&ours(&again, &ids, &mask), &expected, &mask);
+            assert!(diff < TOL, "transformers on our saved directory: {diff}");
         }
         // Saving the reloaded model reproduces the same bytes.
         let out2 = tempfile::tempdir().unwrap();
