@@ -9,6 +9,11 @@ use serde_json::Value;
 
 use crate::util::{self, root};
 
+fn read_json(p: &std::path::Path) -> Result<Value> {
+    let text = fs::read_to_string(p).with_context(|| p.display().to_string())?;
+    serde_json::from_str(&text).with_context(|| format!("{}: invalid JSON", p.display()))
+}
+
 pub fn run(args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
         Some("model") => model(),
@@ -55,12 +60,7 @@ fn model() -> Result<()> {
                 theirs.to_str().unwrap(),
             ]),
     )?;
-    let read = |p: &std::path::Path| -> Result<Value> {
-        Ok(serde_json::from_str(
-            &fs::read_to_string(p).with_context(|| p.display().to_string())?,
-        )?)
-    };
-    let (a, b) = (read(&ours)?, read(&theirs)?);
+    let (a, b) = (read_json(&ours)?, read_json(&theirs)?);
     println!("model throughput, {threads} threads (ours: next-model/libtorch; reference: transformers {}, torch {})", b["transformers"].as_str().unwrap_or("?"), b["torch"].as_str().unwrap_or("?"));
     println!(
         "decode: batch {} x {} new tokens (prompt {}); forward+backward (LoRA r=8): batch {} x {} tokens",
@@ -131,12 +131,7 @@ fn verifiers() -> Result<()> {
             .arg(&corpus)
             .arg(&theirs),
     )?;
-    let read = |p: &std::path::Path| -> Result<Value> {
-        Ok(serde_json::from_str(
-            &fs::read_to_string(p).with_context(|| p.display().to_string())?,
-        )?)
-    };
-    let (a, b) = (read(&ours)?, read(&theirs)?);
+    let (a, b) = (read_json(&ours)?, read_json(&theirs)?);
     let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
     for subset in ["all", "non_adversarial"] {
         let (m_ours, m_theirs) = (

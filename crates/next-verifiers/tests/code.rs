@@ -40,7 +40,11 @@ fn humaneval() -> Vec<Value> {
         .collect()
 }
 
-fn run_all(v: &Arc<CodeVerifier>, cases: Vec<(String, Value)>) -> Vec<Verdict> {
+fn run_all(
+    v: &Arc<CodeVerifier>,
+    cases: Vec<(String, Value)>,
+    on_done: impl FnMut(usize, &Verdict),
+) -> Vec<Verdict> {
     let pool = Pool::new(2).unwrap();
     let jobs = cases
         .into_iter()
@@ -50,7 +54,7 @@ fn run_all(v: &Arc<CodeVerifier>, cases: Vec<(String, Value)>) -> Vec<Verdict> {
             ground_truth,
         })
         .collect();
-    pool.run(jobs, |_, _| {})
+    pool.run(jobs, on_done)
 }
 
 #[test]
@@ -74,7 +78,7 @@ fn humaneval_canonical_pass_and_broken_fail() {
         ));
         cases.push((format!("```python\n{prompt}    return None\n```"), tests));
     }
-    let verdicts = run_all(&v, cases);
+    let verdicts = run_all(&v, cases, |_, _| {});
     for (i, (r, pair)) in rows.iter().zip(verdicts.chunks(2)).enumerate() {
         assert!(
             pair[0].correct,
@@ -262,16 +266,7 @@ fn thousand_verifications_with_two_workers_all_return() {
         })
         .collect();
     let mut seen = 0;
-    let pool = Pool::new(2).unwrap();
-    let jobs = cases
-        .into_iter()
-        .map(|(response, ground_truth)| Job {
-            verifier: v.clone(),
-            response,
-            ground_truth,
-        })
-        .collect();
-    let verdicts = pool.run(jobs, |_, _| seen += 1);
+    let verdicts = run_all(&v, cases, |_, _| seen += 1);
     assert_eq!((verdicts.len(), seen), (1000, 1000));
     for (i, v) in verdicts.iter().enumerate() {
         assert_eq!(v.correct, i % 2 == 0, "row {i}: {:?} {}", v.kind, v.detail);

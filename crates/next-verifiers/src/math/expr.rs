@@ -880,42 +880,11 @@ impl Expr {
         }
     }
 
-    /// Depth of the tree, computed without recursion.
-    pub fn depth(&self) -> usize {
-        let mut deepest = 0;
-        let mut stack = vec![(self, 1usize)];
-        while let Some((e, d)) = stack.pop() {
-            deepest = deepest.max(d);
-            match e {
-                Expr::Num(_) | Expr::Const(_) | Expr::Var(_) => {}
-                Expr::Neg(a) | Expr::Factorial(a) | Expr::Func(_, a) => stack.push((a, d + 1)),
-                Expr::Add(a, b)
-                | Expr::Sub(a, b)
-                | Expr::Mul(a, b)
-                | Expr::Div(a, b)
-                | Expr::Pow(a, b)
-                | Expr::Root(a, b)
-                | Expr::PlusMinus(a, b)
-                | Expr::Eq(a, b) => {
-                    stack.push((a, d + 1));
-                    stack.push((b, d + 1));
-                }
-                Expr::Seq(_, items, _) | Expr::Set(items) => {
-                    stack.extend(items.iter().map(|x| (x, d + 1)))
-                }
-            }
-        }
-        deepest
-    }
-
-    /// Names of the free variables.
-    pub fn vars(&self, out: &mut BTreeSet<String>) {
+    /// The direct subexpressions.
+    fn children(&self) -> Vec<&Expr> {
         match self {
-            Expr::Var(n) => {
-                out.insert(n.clone());
-            }
-            Expr::Num(_) | Expr::Const(_) => {}
-            Expr::Neg(a) | Expr::Factorial(a) | Expr::Func(_, a) => a.vars(out),
+            Expr::Num(_) | Expr::Const(_) | Expr::Var(_) => vec![],
+            Expr::Neg(a) | Expr::Factorial(a) | Expr::Func(_, a) => vec![a],
             Expr::Add(a, b)
             | Expr::Sub(a, b)
             | Expr::Mul(a, b)
@@ -923,11 +892,29 @@ impl Expr {
             | Expr::Pow(a, b)
             | Expr::Root(a, b)
             | Expr::PlusMinus(a, b)
-            | Expr::Eq(a, b) => {
-                a.vars(out);
-                b.vars(out);
-            }
-            Expr::Seq(_, items, _) | Expr::Set(items) => items.iter().for_each(|e| e.vars(out)),
+            | Expr::Eq(a, b) => vec![a, b],
+            Expr::Seq(_, items, _) | Expr::Set(items) => items.iter().collect(),
+        }
+    }
+
+    /// Depth of the tree, computed without recursion.
+    pub fn depth(&self) -> usize {
+        let mut deepest = 0;
+        let mut stack = vec![(self, 1usize)];
+        while let Some((e, d)) = stack.pop() {
+            deepest = deepest.max(d);
+            stack.extend(e.children().into_iter().map(|c| (c, d + 1)));
+        }
+        deepest
+    }
+
+    /// Names of the free variables.
+    pub fn vars(&self, out: &mut BTreeSet<String>) {
+        if let Expr::Var(n) = self {
+            out.insert(n.clone());
+        }
+        for c in self.children() {
+            c.vars(out);
         }
     }
 }
