@@ -1,8 +1,10 @@
 //! The `next` binary: parses flags, calls one library entry point per subcommand, and maps
 //! errors to a message naming the file/key at fault and a non-zero exit code.
 
+mod config;
 mod demo;
 mod generate;
+mod train;
 mod verify;
 
 use std::process::ExitCode;
@@ -21,6 +23,10 @@ struct Cli {
 enum Command {
     /// Sample a continuation from an HF-format model (optionally with a PEFT LoRA adapter).
     Generate(generate::Args),
+    /// Train the embedded base model from scratch (cached: reused when its config matches).
+    Pretrain(train::PretrainArgs),
+    /// RLVR with LoRA (GRPO family); with no --config, the embedded default task and base.
+    Train(train::TrainArgs),
     /// Score responses with a verifier (math, countdown, exact, code), streaming JSONL in and out.
     Verify(verify::Args),
     /// Exercise the model end to end on a tiny random model: save, load, LoRA-train, merge,
@@ -33,6 +39,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Generate(args) => generate::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Verify(args) => verify::run(args),
+        Command::Pretrain(args) => train::pretrain(args),
+        Command::Train(args) => train::train(args),
     }
 }
 

@@ -1,0 +1,190 @@
+//! `next pretrain` and `next train`: the embedded base model and the RL loop, with a progress
+//! bar, a compact line per logging interval, and a summary.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use next_trainer::train::Event;
+use next_trainer::TrainConfig;
+use serde_json::Value;
+
+#[derive(Debug, clap::Args)]
+pub struct PretrainArgs {
+    /// TOML config; its [pretrain] table is used (see configs/embedded.toml).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Dotted overrides, e.g. --set pretrain.steps=500.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+    /// Output HF model directory (default: pretrain.out).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TrainArgs {
+    /// TOML config (see configs/embedded.toml); without one, the embedded default.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Dotted overrides, e.g. --set optim.lr=2e-3 --set trainer.steps=100.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+    /// Run directory (metrics.jsonl, checkpoints, config.resolved.toml). Resumes if it has a
+    /// checkpoint.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+fn bar(len: u64, prefix: &str) -> Result<ProgressBar> {
+    Ok(
+        ProgressBar::new(len).with_style(ProgressStyle::with_template(&format!(
+            "{prefix} {{bar:30}} {{pos}}/{{len}} {{msg}} [{{elapsed}}<{{eta}}]"
+        ))?),
+    )
+}
+
+/// Prints a line above the bar, or plainly when the bar is hidden (output not a terminal).
+fn say(pb: &ProgressBar, line: String) {
+    if pb.is_hidden() {
+        eprintln!("{line}");
+    } else {
+        pb.println(line);
+    }
+}
+
+fn ensure_base(cfg: &mut TrainConfig) -> Result<PathBuf> {
+    if !cfg.model.path.is_empty() {
+        return Ok(PathBuf::from(&cfg.model.path));
+    }
+    let out = PathBuf::from(&cfg.pretrain.out);
+    let pb = bar(cfg.pretrain.steps as u64, "pretrain")?;
+    let res = next_trainer::pretrain::pretrain(&cfg.pretrain, &out, &mut |p| {
+        pb.set_position(p.step as u64);
+        pb.set_message(format!("loss {:.3}", p.loss));
+        if let Some(a) = p.val_accuracy {
+            say(
+                &pb,
+                format!(
+                    "pretrain step {}/{}: loss {:.4}, greedy val accuracy {:.3}",
+                    p.step, p.steps, p.loss, a
+                ),
+            );
+        }
+    })?;
+    pb.finish_and_clear();
+    if res.reused {
+        eprintln!(
+            "base model: reusing {} (greedy val accuracy {:.3})",
+            res.dir.display(),
+            res.val_accuracy
+        );
+    } else {
+        eprintln!(
+            "base model: trained {} in {:.0}s (greedy val accuracy {:.3})",
+            res.dir.display(),
+            res.seconds,
+            res.val_accuracy
+        );
+    }
+    cfg.model.path = res.dir.display().to_string();
+    Ok(res.dir)
+}
+
+pub fn pretrain(a: PretrainArgs) -> Result<()> {
+    let mut cfg: TrainConfig = crate::config::load(a.config.as_deref(), &a.sets)?;
+    if let Some(out) = &a.out {
+        cfg.pretrain.out = out.display().to_string();
+    }
+    cfg.model.path.clear();
+    let dir = ensure_base(&mut cfg)?;
+    println!("{}", dir.display());
+    Ok(())
+}
+
+fn f(m: &serde_json::Map<String, Value>, k: &str) -> f64 {
+    m.get(k).and_then(Value::as_f64).unwrap_or(f64::NAN)
+}
+
+fn val_of(m: &serde_json::Map<String, Value>) -> Option<f64> {
+    let v: Vec<f64> = m
+        .iter()
+        .filter(|(k, _)| k.starts_with("val-core/") && k.ends_with("/mean@1"))
+        .filter_map(|(_, v)| v.as_f64())
+        .collect();
+    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+}
+
+pub fn train(a: TrainArgs) -> Result<()> {
+    let mut cfg: TrainConfig = crate::config::load(a.config.as_deref(), &a.sets)?;
+    let base = ensure_base(&mut cfg)?;
+    std::fs::create_dir_all(&a.out)
+        .with_context(|| format!("cannot create {}", a.out.display()))?;
+    crate::config::write_resolved(&a.out.join("config.resolved.toml"), &cfg)?;
+    let pb = bar(cfg.trainer.steps as u64, "train")?;
+    let log_every = cfg.trainer.log_every.max(1);
+    let mut last_val = None;
+    let summary = next_trainer::train::train(&cfg, &a.out, Path::new(&base), &mut |e| match e {
+        Event::Start {
+            step,
+            steps,
+            resumed,
+        } => {
+            pb.set_position(step as u64);
+            if resumed {
+                say(
+                    &pb,
+                    format!("resuming {} at step {step}/{steps}", a.out.display()),
+                );
+            }
+        }
+        Event::Validation { step, metrics } => {
+            last_val = val_of(&metrics).or(last_val);
+            say(
+                &pb,
+                format!(
+                    "step {step:>4}: validation {}",
+                    metrics
+                        .iter()
+                        .map(|(k, v)| format!("{k} {:.4}", v.as_f64().unwrap_or(f64::NAN)))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
+        }
+        Event::Step { step, metrics } => {
+            pb.set_position(step as u64);
+            pb.set_message(format!(
+                "reward {:.3} val {:.3} {:.0} tok/s",
+                f(&metrics, "critic/score/mean"),
+                last_val.unwrap_or(f64::NAN),
+                f(&metrics, "perf/throughput")
+            ));
+            if step % log_every == 0 {
+                say(&pb, format!(
+                    "step {step:>4}: score {:.3}, len {:.1}, entropy {:.3}, grad_norm {:.3}, flat groups {:.2}, {:.3}s/step (gen {:.3}, verify {:.3}, update {:.3})",
+                    f(&metrics, "critic/score/mean"),
+                    f(&metrics, "response_length/mean"),
+                    f(&metrics, "actor/entropy"),
+                    f(&metrics, "actor/grad_norm"),
+                    f(&metrics, "batch/zero_variance_group_frac"),
+                    f(&metrics, "timing_s/step"),
+                    f(&metrics, "timing_s/gen"),
+                    f(&metrics, "timing_s/verify"),
+                    f(&metrics, "timing_s/update"),
+                ));
+            }
+        }
+        Event::Checkpoint { .. } => {}
+    })?;
+    pb.finish_and_clear();
+    eprintln!(
+        "trained {} steps in {:.1}s; greedy validation {} -> {}; run directory {}",
+        summary.steps,
+        summary.seconds,
+        summary.first_val.map_or("?".into(), |v| format!("{v:.3}")),
+        summary.last_val.map_or("?".into(), |v| format!("{v:.3}")),
+        a.out.display()
+    );
+    Ok(())
+}

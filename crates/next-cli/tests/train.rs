@@ -1,0 +1,344 @@
+//! `next train` reliability: exact resume after SIGKILL at random moments, clear errors for bad
+//! config and data, a NaN loss that stops the run and keeps the last good checkpoint, and
+//! checkpoints that PEFT loads.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use next_model::testing::{reference, rust_model};
+use serde_json::Value;
+
+fn next(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_next"))
+        .args(args)
+        .output()
+        .expect("run next")
+}
+
+/// A small, fast training config on the fixture model (add2 prompts fit its alphabet).
+fn config(model: &Path, extra: &str) -> String {
+    format!(
+        r#"
+[model]
+path = "{}"
+threads = 1
+[lora]
+r = 4
+alpha = 8.0
+[data]
+task = "add2"
+train_size = 200
+val_size = 24
+[rollout]
+n = 4
+max_new_tokens = 4
+[trainer]
+steps = 8
+prompts_per_step = 4
+micro_batch = 8
+save_every = 2
+val_every = 3
+log_every = 1
+seed = 3
+{extra}
+"#,
+        model.display()
+    )
+}
+
+fn write_config(dir: &Path, text: &str) -> String {
+    let p = dir.join("train.toml");
+    std::fs::write(&p, text).unwrap();
+    p.display().to_string()
+}
+
+/// metrics.jsonl without wall-clock-dependent values.
+fn metrics(run: &Path) -> Vec<Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: Value = serde_json::from_str(l).unwrap();
+            v["data"]
+                .as_object_mut()
+                .unwrap()
+                .retain(|k, _| !k.starts_with("timing_s/") && !k.starts_with("perf/"));
+            v
+        })
+        .collect()
+}
+
+fn adapter_bytes(run: &Path, step: usize) -> Vec<u8> {
+    std::fs::read(run.join(format!(
+        "global_step_{step}/actor/lora_adapter/adapter_model.safetensors"
+    )))
+    .unwrap()
+}
+
+#[test]
+fn killed_and_resumed_run_equals_uninterrupted_run() {
+    let model = rust_model(31);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        &config(model.path(), "").replace("steps = 8", "steps = 24"),
+    );
+    let a = dir.path().join("a");
+    let out = next(&["train", "--config", &cfg, "--out", a.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let expected = metrics(&a);
+    assert_eq!(expected.first().unwrap()["step"], 0);
+    assert!(expected
+        .iter()
+        .any(|m| m["data"].get("val-core/arith_add2/reward/mean@1").is_some()));
+    assert_eq!(
+        std::fs::read_to_string(a.join("latest_checkpointed_iteration.txt"))
+            .unwrap()
+            .trim(),
+        "24"
+    );
+    let resolved = std::fs::read_to_string(a.join("config.resolved.toml")).unwrap();
+    assert!(
+        resolved.contains(&format!("path = \"{}\"", model.path().display())),
+        "{resolved}"
+    );
+
+    // Kill the same run at pseudo-random moments (several times), resuming each time.
+    let b = dir.path().join("b");
+    let delays_ms = [450u64, 700, 160, 520, 390, 610, 280, 800, 350, 900];
+    let mut kills = 0;
+    for d in delays_ms {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_next"))
+            .args(["train", "--config", &cfg, "--out", b.to_str().unwrap()])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        let mut finished = false;
+        while start.elapsed() < Duration::from_millis(d) {
+            if child.try_wait().unwrap().is_some() {
+                finished = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if finished {
+            break;
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        kills += 1;
+        // Whatever the moment, no checkpoint is half-written: the latest one is complete.
+        if let Ok(latest) = std::fs::read_to_string(b.join("latest_checkpointed_iteration.txt")) {
+            let step = latest.trim();
+            assert!(b
+                .join(format!("global_step_{step}/actor/trainer_state.json"))
+                .exists());
+            assert!(b
+                .join(format!("global_step_{step}/actor/optimizer.safetensors"))
+                .exists());
+        }
+    }
+    let out = next(&["train", "--config", &cfg, "--out", b.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("killed {kills} times before the run completed");
+    assert!(
+        kills >= 2,
+        "the run finished before it could be killed twice"
+    );
+    assert_eq!(metrics(&b), expected, "metrics differ after {kills} kills");
+    for step in (2..=24).step_by(2) {
+        assert_eq!(
+            adapter_bytes(&b, step),
+            adapter_bytes(&a, step),
+            "adapter at step {step} differs"
+        );
+    }
+}
+
+#[test]
+fn bad_config_and_data_are_refused_with_the_key_or_line() {
+    let model = rust_model(32);
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let base = config(model.path(), "");
+    let cases: Vec<(String, Vec<&str>, Vec<&str>)> = vec![
+        (
+            base.replace("[trainer]", "[trainer]\nstepz = 3"),
+            vec![],
+            vec!["trainer", "stepz"],
+        ),
+        (
+            base.replace("steps = 8", "steps = \"eight\""),
+            vec![],
+            vec!["trainer.steps"],
+        ),
+        (
+            base.clone(),
+            vec!["--set", "rollout.temperature=hot"],
+            vec!["rollout.temperature"],
+        ),
+        (
+            base.replace("task = \"add2\"", "task = \"poetry\""),
+            vec![],
+            vec!["poetry"],
+        ),
+    ];
+    for (text, extra, expected) in cases {
+        let cfg = write_config(dir.path(), &text);
+        let mut args = vec!["train", "--config", &cfg, "--out", run.to_str().unwrap()];
+        args.extend(extra);
+        let out = next(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && !err.contains("panicked"),
+            "{expected:?}: {err}"
+        );
+        for e in &expected {
+            assert!(err.contains(e), "stderr {err:?} does not mention {e:?}");
+        }
+    }
+    let data = dir.path().join("train.jsonl");
+    std::fs::write(&data, "{\"data_source\": \"arith\", \"prompt\": \"12+34=\", \"ground_truth\": \"046\"}\n{\"data_source\": \"arith\", \"prompt\": \"1+1=\", \"ground_truth\": \"02\"}\n{\"prompt\": 3}\n").unwrap();
+    let with_data = config(model.path(), "").replace(
+        "train_size = 200",
+        &format!("train = \"{}\"\ntrain_size = 200", data.display()),
+    );
+    let cfg = write_config(dir.path(), &with_data);
+    let out = next(&[
+        "train",
+        "--config",
+        &cfg,
+        "--out",
+        run.to_str().unwrap(),
+        "--set",
+        "trainer.steps=1",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("train.jsonl:3"),
+        "{err}"
+    );
+    let out = next(&[
+        "train",
+        "--config",
+        &cfg,
+        "--out",
+        run.to_str().unwrap(),
+        "--set",
+        "trainer.steps=1",
+        "--set",
+        "data.skip_bad_rows=true",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn nan_loss_stops_with_the_last_good_checkpoint() {
+    let model = rust_model(33);
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let cfg = write_config(dir.path(), &config(model.path(), ""));
+    let out = next(&[
+        "train",
+        "--config",
+        &cfg,
+        "--out",
+        run.to_str().unwrap(),
+        "--set",
+        "optim.lr=1e38",
+        "--set",
+        "optim.grad_clip=0.0",
+        "--set",
+        "trainer.save_every=1",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && !err.contains("panicked"), "{err}");
+    assert!(
+        err.contains("numerical failure") && err.contains("last good checkpoint"),
+        "{err}"
+    );
+    let latest = std::fs::read_to_string(run.join("latest_checkpointed_iteration.txt")).unwrap();
+    assert!(run
+        .join(format!(
+            "global_step_{}/actor/lora_adapter/adapter_model.safetensors",
+            latest.trim()
+        ))
+        .exists());
+}
+
+#[test]
+fn checkpoints_load_in_peft() {
+    let model = rust_model(34);
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let cfg = write_config(dir.path(), &config(model.path(), ""));
+    let out = next(&[
+        "train",
+        "--config",
+        &cfg,
+        "--out",
+        run.to_str().unwrap(),
+        "--set",
+        "trainer.steps=2",
+        "--set",
+        "optim.lr=0.02",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let adapter = run.join("global_step_2/actor/lora_adapter");
+    let ref_out = dir.path().join("ref.safetensors");
+    let prompts = "[\"12+34=\", \"5+6=\"]";
+    reference(&[
+        "logits",
+        "--model",
+        model.path().to_str().unwrap(),
+        "--adapter",
+        adapter.to_str().unwrap(),
+        "--prompts",
+        prompts,
+        "--out",
+        ref_out.to_str().unwrap(),
+    ]);
+    let mut t = next_model::io::read_safetensors(&ref_out).unwrap();
+    let (ids, mask, expected) = (
+        t.remove("input_ids").unwrap().tensor,
+        t.remove("attention_mask").unwrap().tensor,
+        t.remove("logits").unwrap().tensor,
+    );
+    let mut ours = next_model::Model::load(model.path(), Default::default()).unwrap();
+    ours.load_adapter(&adapter).unwrap();
+    let got = tch::no_grad(|| {
+        ours.forward(
+            &next_model::Batch {
+                input_ids: ids,
+                attention_mask: mask.shallow_clone(),
+            },
+            None,
+        )
+    })
+    .unwrap();
+    let m = mask.ne(0).unsqueeze(-1).expand_as(&got);
+    let diff = (got - expected)
+        .abs()
+        .masked_select(&m)
+        .max()
+        .double_value(&[]);
+    assert!(diff < 1e-4, "PEFT vs ours on a training checkpoint: {diff}");
+}

@@ -1,0 +1,158 @@
+//! Checkpoints in verl's layout, written atomically, every one kept:
+//!
+//! ```text
+//! <run>/latest_checkpointed_iteration.txt
+//! <run>/global_step_N/actor/lora_adapter/{adapter_config.json, adapter_model.safetensors}
+//! <run>/global_step_N/actor/optimizer.safetensors     AdamW moments and step
+//! <run>/global_step_N/actor/trainer_state.json        step, seed, data cursor
+//! ```
+//!
+//! A checkpoint is built in `.global_step_N.partial` and renamed into place; the latest-step
+//! file is replaced last. A run killed at any moment resumes from the last complete one.
+
+use std::path::{Path, PathBuf};
+
+use next_model::{Model, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::optim::AdamW;
+use crate::{Error, Result};
+
+pub const LATEST: &str = "latest_checkpointed_iteration.txt";
+
+/// Where the data loader stands, and what else resuming needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainerState {
+    /// Optimizer steps completed.
+    pub step: usize,
+    pub seed: u64,
+    /// Data cursor: epoch of the shuffled training set and position in it.
+    pub data_epoch: usize,
+    pub data_index: usize,
+}
+
+pub fn step_dir(run: &Path, step: usize) -> PathBuf {
+    run.join(format!("global_step_{step}"))
+}
+
+pub fn adapter_dir(run: &Path, step: usize) -> PathBuf {
+    step_dir(run, step).join("actor/lora_adapter")
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Writes checkpoint `state.step` of `model`'s adapter and `opt`'s moments.
+pub fn save(
+    run: &Path,
+    model: &Model,
+    opt: &AdamW,
+    state: &TrainerState,
+    base_model: &str,
+) -> Result<()> {
+    let final_dir = step_dir(run, state.step);
+    let tmp = run.join(format!(".global_step_{}.partial", state.step));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+    }
+    let actor = tmp.join("actor");
+    model.save_adapter(&actor.join("lora_adapter"), Some(base_model))?;
+    let names: Vec<String> = model
+        .lora_parameters()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    let mut tensors: Vec<(String, Tensor)> = Vec::with_capacity(2 * names.len() + 1);
+    for ((n, m), v) in names.iter().zip(&opt.exp_avg).zip(&opt.exp_avg_sq) {
+        tensors.push((format!("{n}.exp_avg"), m.shallow_clone()));
+        tensors.push((format!("{n}.exp_avg_sq"), v.shallow_clone()));
+    }
+    tensors.push(("step".into(), Tensor::from_slice(&[opt.step])));
+    next_model::io::write_safetensors(&actor.join("optimizer.safetensors"), &tensors)?;
+    next_model::io::write_json(&actor.join("trainer_state.json"), state)?;
+    if final_dir.exists() {
+        std::fs::remove_dir_all(&final_dir).map_err(io(&final_dir))?;
+    }
+    std::fs::rename(&tmp, &final_dir).map_err(io(&final_dir))?;
+    if let Ok(d) = std::fs::File::open(run) {
+        let _ = d.sync_all();
+    }
+    next_model::io::write_atomic(&run.join(LATEST), format!("{}\n", state.step).as_bytes())?;
+    Ok(())
+}
+
+/// The step of the last complete checkpoint, if any.
+pub fn latest(run: &Path) -> Result<Option<usize>> {
+    let path = run.join(LATEST);
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(None);
+    };
+    let step: usize = text.trim().parse().map_err(|_| {
+        Error::Checkpoint(format!("{}: not a step number: {text:?}", path.display()))
+    })?;
+    if !step_dir(run, step)
+        .join("actor/trainer_state.json")
+        .exists()
+    {
+        return Err(Error::Checkpoint(format!(
+            "{} names step {step}, but {} is incomplete",
+            path.display(),
+            step_dir(run, step).display()
+        )));
+    }
+    Ok(Some(step))
+}
+
+/// Removes leftovers of checkpoints that were being written when a run was killed.
+pub fn clean_partial(run: &Path) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(run) else {
+        return Ok(());
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with(".global_step_") && name.ends_with(".partial") {
+            std::fs::remove_dir_all(e.path()).map_err(io(&e.path()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Restores the optimizer moments and the trainer state of checkpoint `step` (the adapter is
+/// loaded with `Model::load_adapter(adapter_dir(run, step))`).
+pub fn load_state(run: &Path, step: usize, model: &Model, opt: &mut AdamW) -> Result<TrainerState> {
+    let actor = step_dir(run, step).join("actor");
+    let state: TrainerState = next_model::io::read_json(&actor.join("trainer_state.json"))?;
+    let path = actor.join("optimizer.safetensors");
+    let mut saved = next_model::io::read_safetensors(&path)?;
+    let mut take = |key: String, like: &Tensor| -> Result<Tensor> {
+        let t = saved
+            .remove(&key)
+            .ok_or_else(|| {
+                Error::Checkpoint(format!("{}: tensor `{key}` is missing", path.display()))
+            })?
+            .tensor;
+        if t.size() != like.size() {
+            return Err(Error::Checkpoint(format!(
+                "{}: tensor `{key}` has shape {:?}, expected {:?}",
+                path.display(),
+                t.size(),
+                like.size()
+            )));
+        }
+        Ok(t.to_device(like.device()))
+    };
+    for (i, (name, p)) in model.lora_parameters().into_iter().enumerate() {
+        opt.exp_avg[i] = take(format!("{name}.exp_avg"), &p)?;
+        opt.exp_avg_sq[i] = take(format!("{name}.exp_avg_sq"), &p)?;
+    }
+    let step_t = saved
+        .remove("step")
+        .ok_or_else(|| Error::Checkpoint(format!("{}: tensor `step` is missing", path.display())))?
+        .tensor;
+    opt.step = step_t.int64_value(&[0]);
+    Ok(state)
+}

@@ -1,0 +1,334 @@
+//! The training configuration: typed, with defaults for every key and unknown keys refused.
+//! `next-cli` reads the TOML file and the `--set` overrides; this crate only sees the result.
+
+use serde::{Deserialize, Serialize};
+
+/// Everything `next train` needs.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    pub model: ModelConfig,
+    pub lora: LoraSection,
+    pub data: DataConfig,
+    pub rollout: RolloutSection,
+    pub algorithm: AlgorithmConfig,
+    pub optim: OptimConfig,
+    pub trainer: TrainerSection,
+    pub pretrain: PretrainConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// HF model directory. Empty: the embedded base, pretrained by `next pretrain` (cached).
+    pub path: String,
+    /// f32, bf16 or f16.
+    pub dtype: String,
+    /// cpu, cuda or cuda:N.
+    pub device: String,
+    /// Intra-op threads of libtorch (0: libtorch's default).
+    pub threads: i32,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            path: String::new(),
+            dtype: "f32".into(),
+            device: "cpu".into(),
+            threads: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoraSection {
+    pub r: i64,
+    pub alpha: f64,
+    pub dropout: f64,
+    /// "all-linear" or a list of module names.
+    pub target_modules: Vec<String>,
+    pub use_rslora: bool,
+}
+
+impl Default for LoraSection {
+    fn default() -> Self {
+        LoraSection {
+            r: 8,
+            alpha: 16.0,
+            dropout: 0.0,
+            target_modules: vec!["all-linear".into()],
+            use_rslora: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// Training rows (JSONL). Empty: generated from `task`.
+    pub train: String,
+    /// Validation rows (JSONL). Empty: generated from `task`.
+    pub val: String,
+    /// The embedded task when no files are given: add2, add3, add4, countdown3, countdown4.
+    pub task: String,
+    /// Rows generated for the training split.
+    pub train_size: usize,
+    /// Rows generated (or read, at most) for validation.
+    pub val_size: usize,
+    /// Skip and count malformed rows instead of stopping.
+    pub skip_bad_rows: bool,
+    /// Longest prompt, in tokens; longer prompts are an error.
+    pub max_prompt_len: usize,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            train: String::new(),
+            val: String::new(),
+            task: "add3".into(),
+            train_size: 20_000,
+            val_size: 1_000,
+            skip_bad_rows: false,
+            max_prompt_len: 512,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RolloutSection {
+    /// Samples per prompt (the GRPO group size).
+    pub n: usize,
+    pub temperature: f64,
+    pub top_p: f64,
+    pub top_k: usize,
+    pub max_new_tokens: usize,
+    /// Responses are cut after the first of these strings.
+    pub stop: Vec<String>,
+    /// Samples per prompt for the sampled validation metric (mean@N); 0 disables it.
+    pub val_n: usize,
+}
+
+impl Default for RolloutSection {
+    fn default() -> Self {
+        RolloutSection {
+            n: 8,
+            temperature: 1.0,
+            top_p: 1.0,
+            top_k: 0,
+            max_new_tokens: 8,
+            stop: vec![],
+            val_n: 0,
+        }
+    }
+}
+
+/// Advantage estimators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AdvEstimator {
+    Grpo,
+    DrGrpo,
+    Dapo,
+    Rloo,
+    ReinforcePlusPlusBaseline,
+}
+
+/// How per-token losses are reduced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LossAgg {
+    TokenMean,
+    SeqMeanTokenSum,
+    SeqMeanTokenMean,
+    /// Token sum divided by `max_new_tokens` (Dr.GRPO's length-free reduction).
+    SeqMeanTokenSumNorm,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KlType {
+    K1,
+    K3,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlgorithmConfig {
+    pub adv_estimator: AdvEstimator,
+    /// Loss reduction; when unset, the estimator's own default (DAPO: token-mean, Dr.GRPO:
+    /// seq-mean-token-sum-norm, others token-mean).
+    pub loss_agg_mode: Option<LossAgg>,
+    pub clip_ratio_low: f64,
+    /// When unset: 0.28 for DAPO (clip-higher), else `clip_ratio_low`.
+    pub clip_ratio_high: Option<f64>,
+    /// KL penalty to the reference policy (the base model, adapter disabled); 0 disables it.
+    pub kl_coef: f64,
+    pub kl_type: KlType,
+    /// Drop groups whose rewards are all equal (DAPO's dynamic sampling; on for DAPO).
+    pub dynamic_sampling: Option<bool>,
+    /// DAPO's overlong penalty: responses within this many tokens of `max_new_tokens` lose
+    /// reward linearly (0 disables it).
+    pub overlong_buffer: usize,
+    pub overlong_penalty: f64,
+    /// Passes over each batch (more than 1 makes the ratio clipping matter).
+    pub ppo_epochs: usize,
+}
+
+impl Default for AlgorithmConfig {
+    fn default() -> Self {
+        AlgorithmConfig {
+            adv_estimator: AdvEstimator::Grpo,
+            loss_agg_mode: None,
+            clip_ratio_low: 0.2,
+            clip_ratio_high: None,
+            kl_coef: 0.0,
+            kl_type: KlType::K3,
+            dynamic_sampling: None,
+            overlong_buffer: 0,
+            overlong_penalty: 1.0,
+            ppo_epochs: 1,
+        }
+    }
+}
+
+impl AlgorithmConfig {
+    pub fn loss_agg(&self) -> LossAgg {
+        self.loss_agg_mode.unwrap_or(match self.adv_estimator {
+            AdvEstimator::DrGrpo => LossAgg::SeqMeanTokenSumNorm,
+            _ => LossAgg::TokenMean,
+        })
+    }
+
+    pub fn clip_high(&self) -> f64 {
+        self.clip_ratio_high
+            .unwrap_or(if self.adv_estimator == AdvEstimator::Dapo {
+                0.28
+            } else {
+                self.clip_ratio_low
+            })
+    }
+
+    pub fn dynamic(&self) -> bool {
+        self.dynamic_sampling
+            .unwrap_or(self.adv_estimator == AdvEstimator::Dapo)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LrSchedule {
+    Constant,
+    Cosine,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptimConfig {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    pub schedule: LrSchedule,
+    pub warmup_steps: usize,
+    /// Cosine decays to `lr * min_lr_ratio`.
+    pub min_lr_ratio: f64,
+    /// Global gradient-norm clip (0 disables it).
+    pub grad_clip: f64,
+}
+
+impl Default for OptimConfig {
+    fn default() -> Self {
+        OptimConfig {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            schedule: LrSchedule::Constant,
+            warmup_steps: 0,
+            min_lr_ratio: 0.1,
+            grad_clip: 1.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainerSection {
+    /// RL steps (one optimizer step each).
+    pub steps: usize,
+    /// Prompts per step; each gets `rollout.n` samples.
+    pub prompts_per_step: usize,
+    /// Sequences per forward/backward pass (gradient accumulation bounds memory).
+    pub micro_batch: usize,
+    pub seed: u64,
+    /// Checkpoint every this many steps (all kept: the trajectory store reads them).
+    pub save_every: usize,
+    /// Validate every this many steps (and at step 0 and at the end).
+    pub val_every: usize,
+    /// Print a line every this many steps.
+    pub log_every: usize,
+}
+
+impl Default for TrainerSection {
+    fn default() -> Self {
+        TrainerSection {
+            steps: 250,
+            prompts_per_step: 16,
+            micro_batch: 128,
+            seed: 0,
+            save_every: 10,
+            val_every: 10,
+            log_every: 10,
+        }
+    }
+}
+
+/// The embedded base model and its pretraining (used when `model.path` is empty).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PretrainConfig {
+    /// Where the base is cached (reused when its config matches).
+    pub out: String,
+    pub task: String,
+    pub hidden_size: i64,
+    pub layers: i64,
+    pub heads: i64,
+    pub intermediate_size: i64,
+    pub steps: usize,
+    pub batch: usize,
+    pub lr: f64,
+    pub warmup_steps: usize,
+    /// Probability of dropping each carry in the training answers: correct addition becomes
+    /// the minority mode, which RL then sharpens.
+    pub drop_carry: f64,
+    pub train_size: usize,
+    pub seed: u64,
+    pub threads: i32,
+}
+
+impl Default for PretrainConfig {
+    fn default() -> Self {
+        PretrainConfig {
+            out: "runs/base-add3".into(),
+            task: "add3".into(),
+            hidden_size: 128,
+            layers: 3,
+            heads: 4,
+            intermediate_size: 352,
+            steps: 2250,
+            batch: 128,
+            lr: 3e-3,
+            warmup_steps: 100,
+            drop_carry: 0.6,
+            train_size: 100_000,
+            seed: 0,
+            threads: 0,
+        }
+    }
+}
