@@ -18,8 +18,9 @@ pub fn run(args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
         Some("model") => model(),
         Some("verifiers") => verifiers(),
-        Some(other) => bail!("unknown benchmark `{other}` (available: model, verifiers)"),
-        None => bail!("usage: cargo xtask bench model|verifiers"),
+        Some("train") => train(),
+        Some(other) => bail!("unknown benchmark `{other}` (available: model, verifiers, train)"),
+        None => bail!("usage: cargo xtask bench model|verifiers|train"),
     }
 }
 
@@ -145,6 +146,126 @@ fn verifiers() -> Result<()> {
         "code: {:.1} HumanEval verifications/s with 1 worker, {:.1} with 2 workers",
         f(&c["1"]),
         f(&c["2"])
+    );
+    Ok(())
+}
+
+/// Seconds per GRPO step, ours vs TRL's GRPOTrainer, same base, batch shape, LoRA and threads.
+fn train() -> Result<()> {
+    let root = root();
+    let dir = root.join("target/bench");
+    fs::create_dir_all(&dir)?;
+    let next = |args: &[&str]| {
+        util::cargo(
+            &[
+                &["run", "--release", "--quiet", "-p", "next-cli", "--"],
+                args,
+            ]
+            .concat(),
+        )
+    };
+    let base = root.join("runs/base-add3");
+    next(&["pretrain", "--out", base.to_str().unwrap()])?;
+    let rows = dir.join("train-rows.jsonl");
+    let val = dir.join("val-rows.jsonl");
+    next(&[
+        "data",
+        "gen",
+        "--task",
+        "add3",
+        "--n",
+        "2000",
+        "--out",
+        rows.to_str().unwrap(),
+    ])?;
+    next(&[
+        "data",
+        "gen",
+        "--task",
+        "add3",
+        "--split",
+        "val",
+        "--n",
+        "16",
+        "--out",
+        val.to_str().unwrap(),
+    ])?;
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .to_string();
+    let steps = 12;
+    let run = dir.join("train-ours");
+    let _ = fs::remove_dir_all(&run);
+    let sets = [
+        format!("model.path={}", base.display()),
+        format!("model.threads={threads}"),
+        format!("data.train={}", rows.display()),
+        format!("data.val={}", val.display()),
+        format!("trainer.steps={steps}"),
+        "trainer.val_every=1000".into(),
+        "trainer.save_every=1000".into(),
+    ];
+    let mut args = vec!["train", "--out", run.to_str().unwrap()];
+    for s in &sets {
+        args.extend(["--set", s.as_str()]);
+    }
+    next(&args)?;
+    let theirs = dir.join("train-trl.json");
+    util::run(
+        Command::new(root.join(".venv/bin/python"))
+            .arg(root.join("scripts/bench_train_trl.py"))
+            .args([
+                "--model",
+                base.to_str().unwrap(),
+                "--data",
+                rows.to_str().unwrap(),
+                "--steps",
+                &steps.to_string(),
+                "--threads",
+                &threads,
+                "--out",
+                theirs.to_str().unwrap(),
+            ]),
+    )?;
+    // Ours: the mean over steps 2.. (the first warms up), as for TRL.
+    let text = fs::read_to_string(run.join("metrics.jsonl"))?;
+    let rows: Vec<Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|v: &Value| v["step"].as_u64().is_some_and(|s| s >= 2))
+        .collect();
+    let mean = |k: &str| {
+        rows.iter()
+            .filter_map(|r| r["data"][k].as_f64())
+            .sum::<f64>()
+            / rows.len().max(1) as f64
+    };
+    let b = read_json(&theirs)?;
+    let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    println!("GRPO step, 16 prompts x 8 samples, 8 new tokens at most, LoRA r=8 all-linear, {threads} threads, tiny embedded base (TRL {})", b["trl"].as_str().unwrap_or("?"));
+    println!(
+        "{:<10} {:>10} {:>10} {:>10} {:>10}",
+        "", "step s", "gen s", "verify s", "update s"
+    );
+    println!(
+        "{:<10} {:>10.3} {:>10.3} {:>10.4} {:>10.3}",
+        "ours",
+        mean("timing_s/step"),
+        mean("timing_s/gen"),
+        mean("timing_s/verify"),
+        mean("timing_s/update")
+    );
+    println!(
+        "{:<10} {:>10.3} {:>10.3} {:>10.4} {:>10.3}",
+        "TRL",
+        f(&b["step_s"]),
+        f(&b["gen_s"]),
+        f(&b["verify_s"]),
+        f(&b["update_s"])
+    );
+    println!(
+        "ours is {:.1}x faster per step",
+        f(&b["step_s"]) / mean("timing_s/step")
     );
     Ok(())
 }

@@ -13,6 +13,8 @@ cargo xtask <task> [args]
 tasks:
   setup        install torch 2.11.0 and the Python reference packages into .venv (idempotent)
   test [ARGS]  setup if needed, then `cargo test --workspace [ARGS]`
+  train [ARGS] setup if needed, then `next train --out runs/embedded [ARGS]` in release mode
+               (the embedded default: pretrains the tiny base once, then 250 GRPO steps)
   demo [ARGS]  setup if needed, then `next demo` (the model stack end to end) in release mode
   bench model  tokens/s of decoding and forward+backward, ours vs transformers, same threads
   tidy         check the architecture invariants (also run by `cargo test`)
@@ -42,6 +44,26 @@ fn run() -> Result<()> {
         "test" => {
             setup::run()?;
             util::cargo(&[&["test", "--workspace"], &util::strs(rest)[..]].concat())
+        }
+        "train" => {
+            setup::run()?;
+            util::cargo(
+                &[
+                    &[
+                        "run",
+                        "--release",
+                        "--quiet",
+                        "-p",
+                        "next-cli",
+                        "--",
+                        "train",
+                        "--out",
+                        "runs/embedded",
+                    ],
+                    &util::strs(rest)[..],
+                ]
+                .concat(),
+            )
         }
         "demo" => {
             setup::run()?;

@@ -2,6 +2,7 @@
 //! errors to a message naming the file/key at fault and a non-zero exit code.
 
 mod config;
+mod data;
 mod demo;
 mod generate;
 mod train;
@@ -27,6 +28,9 @@ enum Command {
     Pretrain(train::PretrainArgs),
     /// RLVR with LoRA (GRPO family); with no --config, the embedded default task and base.
     Train(train::TrainArgs),
+    /// Datasets: generate the embedded task family as JSONL.
+    #[command(subcommand)]
+    Data(data::Command),
     /// Score responses with a verifier (math, countdown, exact, code), streaming JSONL in and out.
     Verify(verify::Args),
     /// Exercise the model end to end on a tiny random model: save, load, LoRA-train, merge,
@@ -40,6 +44,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Pretrain(args) => train::pretrain(args),
+        Command::Data(cmd) => data::run(cmd),
         Command::Train(args) => train::train(args),
     }
 }

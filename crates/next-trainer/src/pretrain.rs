@@ -75,7 +75,11 @@ pub fn pretrain(
     progress: &mut dyn FnMut(PretrainProgress),
 ) -> Result<Pretrained> {
     let start = Instant::now();
-    let wanted = serde_json::to_value(cfg).map_err(|e| Error::Config(e.to_string()))?;
+    // The cache key is everything that shapes the model, not where it is written.
+    let mut wanted = serde_json::to_value(cfg).map_err(|e| Error::Config(e.to_string()))?;
+    if let Some(m) = wanted.as_object_mut() {
+        m.remove("out");
+    }
     if let Ok(text) = std::fs::read_to_string(out.join(META)) {
         if let Ok(meta) = serde_json::from_str::<Value>(&text) {
             if meta["config"] == wanted && out.join("model.safetensors").exists() {
