@@ -30,6 +30,12 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// Runs the release `next` binary with `args` followed by the user's extra arguments.
+fn next_release(args: &[&str], rest: &[String]) -> Result<()> {
+    let base = ["run", "--release", "--quiet", "-p", "next-cli", "--"];
+    util::cargo(&[&base[..], args, &util::strs(rest)[..]].concat())
+}
+
 fn run() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (task, rest) = match args.split_first() {
@@ -47,41 +53,11 @@ fn run() -> Result<()> {
         }
         "train" => {
             setup::run()?;
-            util::cargo(
-                &[
-                    &[
-                        "run",
-                        "--release",
-                        "--quiet",
-                        "-p",
-                        "next-cli",
-                        "--",
-                        "train",
-                        "--out",
-                        "runs/embedded",
-                    ],
-                    &util::strs(rest)[..],
-                ]
-                .concat(),
-            )
+            next_release(&["train", "--out", "runs/embedded"], rest)
         }
         "demo" => {
             setup::run()?;
-            util::cargo(
-                &[
-                    &[
-                        "run",
-                        "--release",
-                        "--quiet",
-                        "-p",
-                        "next-cli",
-                        "--",
-                        "demo",
-                    ],
-                    &util::strs(rest)[..],
-                ]
-                .concat(),
-            )
+            next_release(&["demo"], rest)
         }
         "bench" => {
             setup::run()?;

@@ -16,6 +16,15 @@ fn next(args: &[&str]) -> Output {
         .expect("run next")
 }
 
+/// `next train --config cfg --out run --set s...`
+fn train(cfg: &str, run: &Path, sets: &[&str]) -> Output {
+    let mut args = vec!["train", "--config", cfg, "--out", run.to_str().unwrap()];
+    for s in sets {
+        args.extend(["--set", s]);
+    }
+    next(&args)
+}
+
 /// A small, fast training config on the fixture model (add2 prompts fit its alphabet).
 fn config(model: &Path, extra: &str) -> String {
     format!(
@@ -85,7 +94,7 @@ fn killed_and_resumed_run_equals_uninterrupted_run() {
         &config(model.path(), "").replace("steps = 8", "steps = 24"),
     );
     let a = dir.path().join("a");
-    let out = next(&["train", "--config", &cfg, "--out", a.to_str().unwrap()]);
+    let out = train(&cfg, &a, &[]);
     assert!(
         out.status.success(),
         "{}",
@@ -144,7 +153,7 @@ fn killed_and_resumed_run_equals_uninterrupted_run() {
                 .exists());
         }
     }
-    let out = next(&["train", "--config", &cfg, "--out", b.to_str().unwrap()]);
+    let out = train(&cfg, &b, &[]);
     assert!(
         out.status.success(),
         "{}",
@@ -214,31 +223,13 @@ fn bad_config_and_data_are_refused_with_the_key_or_line() {
         &format!("train = \"{}\"\ntrain_size = 200", data.display()),
     );
     let cfg = write_config(dir.path(), &with_data);
-    let out = next(&[
-        "train",
-        "--config",
-        &cfg,
-        "--out",
-        run.to_str().unwrap(),
-        "--set",
-        "trainer.steps=1",
-    ]);
+    let out = train(&cfg, &run, &["trainer.steps=1"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && err.contains("train.jsonl:3"),
         "{err}"
     );
-    let out = next(&[
-        "train",
-        "--config",
-        &cfg,
-        "--out",
-        run.to_str().unwrap(),
-        "--set",
-        "trainer.steps=1",
-        "--set",
-        "data.skip_bad_rows=true",
-    ]);
+    let out = train(&cfg, &run, &["trainer.steps=1", "data.skip_bad_rows=true"]);
     assert!(
         out.status.success(),
         "{}",
@@ -252,19 +243,15 @@ fn nan_loss_stops_with_the_last_good_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
     let cfg = write_config(dir.path(), &config(model.path(), ""));
-    let out = next(&[
-        "train",
-        "--config",
+    let out = train(
         &cfg,
-        "--out",
-        run.to_str().unwrap(),
-        "--set",
-        "optim.lr=1e38",
-        "--set",
-        "optim.grad_clip=0.0",
-        "--set",
-        "trainer.save_every=1",
-    ]);
+        &run,
+        &[
+            "optim.lr=1e38",
+            "optim.grad_clip=0.0",
+            "trainer.save_every=1",
+        ],
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && !err.contains("panicked"), "{err}");
     assert!(
@@ -286,17 +273,7 @@ fn checkpoints_load_in_peft() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
     let cfg = write_config(dir.path(), &config(model.path(), ""));
-    let out = next(&[
-        "train",
-        "--config",
-        &cfg,
-        "--out",
-        run.to_str().unwrap(),
-        "--set",
-        "trainer.steps=2",
-        "--set",
-        "optim.lr=0.02",
-    ]);
+    let out = train(&cfg, &run, &["trainer.steps=2", "optim.lr=0.02"]);
     assert!(
         out.status.success(),
         "{}",

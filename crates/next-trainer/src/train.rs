@@ -62,6 +62,19 @@ pub struct Summary {
     pub seconds: f64,
 }
 
+/// The rollout section as sampler settings, with `n` samples at `temperature` (0: greedy).
+fn sampling(r: &crate::config::RolloutSection, n: usize, temperature: f64) -> SamplingConfig {
+    SamplingConfig {
+        n,
+        temperature,
+        top_p: r.top_p,
+        top_k: r.top_k,
+        max_new_tokens: r.max_new_tokens,
+        stop: r.stop.clone(),
+        max_batch: 1024,
+    }
+}
+
 /// Mixes the run seed and a step into a per-step seed.
 fn step_seed(seed: u64, step: usize, salt: u64) -> u64 {
     let mut z = seed
@@ -185,29 +198,13 @@ impl Trainer<'_> {
     fn validate(&mut self, step: usize) -> Result<Map<String, Value>> {
         let r = &self.cfg.rollout;
         let mut m = Map::new();
-        let greedy = SamplingConfig {
-            n: 1,
-            temperature: 0.0,
-            top_p: 1.0,
-            top_k: 0,
-            max_new_tokens: r.max_new_tokens,
-            stop: r.stop.clone(),
-            max_batch: 1024,
-        };
+        let greedy = sampling(r, 1, 0.0);
         let v = tch::no_grad(|| self.sampler().validate(&self.val, &greedy, 0))?;
         for (src, mean) in &v.mean_by_source {
             m.insert(format!("val-core/{src}/reward/mean@1"), (*mean).into());
         }
         if r.val_n > 0 {
-            let sampled = SamplingConfig {
-                n: r.val_n,
-                temperature: r.temperature,
-                top_p: r.top_p,
-                top_k: r.top_k,
-                max_new_tokens: r.max_new_tokens,
-                stop: r.stop.clone(),
-                max_batch: 1024,
-            };
+            let sampled = sampling(r, r.val_n, r.temperature);
             let v = tch::no_grad(|| {
                 self.sampler().validate(
                     &self.val,
@@ -232,15 +229,7 @@ impl Trainer<'_> {
         let t_step = Instant::now();
         tch::manual_seed(step_seed(cfg.trainer.seed, step, 1) as i64);
         let prompts: Vec<Prompted> = prompt_idx.iter().map(|&i| self.train[i].clone()).collect();
-        let scfg = SamplingConfig {
-            n: r.n,
-            temperature: r.temperature,
-            top_p: r.top_p,
-            top_k: r.top_k,
-            max_new_tokens: r.max_new_tokens,
-            stop: r.stop.clone(),
-            max_batch: 1024,
-        };
+        let scfg = sampling(r, r.n, r.temperature);
         let rollout = tch::no_grad(|| {
             self.sampler()
                 .sample(&prompts, &scfg, step_seed(cfg.trainer.seed, step, 2))
