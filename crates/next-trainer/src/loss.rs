@@ -88,3 +88,117 @@ pub fn policy_loss(x: &LossInputs, s: &LossSettings) -> PolicyLoss {
         loss,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(v: &[f32], shape: &[i64]) -> Tensor {
+        Tensor::from_slice(v).view(shape)
+    }
+
+    fn settings(agg: LossAgg) -> LossSettings {
+        LossSettings {
+            clip_low: 0.2,
+            clip_high: 0.28,
+            agg,
+            max_len: 4,
+            kl_coef: 0.0,
+            kl_type: KlType::K3,
+        }
+    }
+
+    #[test]
+    fn aggregation_modes() {
+        let v = t(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3]);
+        let m = t(&[1.0, 1.0, 0.0, 1.0, 1.0, 1.0], &[2, 3]);
+        let cases = [
+            (LossAgg::TokenMean, 18.0 / 5.0),
+            (LossAgg::SeqMeanTokenSum, (3.0 + 15.0) / 2.0),
+            (LossAgg::SeqMeanTokenMean, (1.5 + 5.0) / 2.0),
+            (LossAgg::SeqMeanTokenSumNorm, (3.0 + 15.0) / 2.0 / 4.0),
+        ];
+        for (mode, expected) in cases {
+            let got = aggregate(&v, &m, mode, 4).double_value(&[]);
+            assert!(
+                (got - expected).abs() < 1e-6,
+                "{mode:?}: {got} != {expected}"
+            );
+        }
+    }
+
+    #[test]
+    fn clipping_is_asymmetric_and_pessimistic() {
+        let mask = t(&[1.0, 1.0], &[1, 2]);
+        let old = t(&[0.0, 0.0], &[1, 2]);
+        // ratio e^0.5 = 1.65 on both tokens: with A > 0 the objective is clipped at 1 + 0.28.
+        let logp = t(&[0.5, 0.5], &[1, 2]);
+        let out = policy_loss(
+            &LossInputs {
+                logp: &logp,
+                old_logp: &old,
+                ref_logp: None,
+                advantages: &t(&[1.0], &[1]),
+                mask: &mask,
+            },
+            &settings(LossAgg::TokenMean),
+        );
+        assert!(
+            (out.pg_loss + 1.28).abs() < 1e-6 && (out.pg_clipfrac - 1.0).abs() < 1e-9,
+            "{out:?}"
+        );
+        // With A < 0 the unclipped (worse) value is kept: -A * ratio.
+        let out = policy_loss(
+            &LossInputs {
+                logp: &logp,
+                old_logp: &old,
+                ref_logp: None,
+                advantages: &t(&[-1.0], &[1]),
+                mask: &mask,
+            },
+            &settings(LossAgg::TokenMean),
+        );
+        assert!(
+            (out.pg_loss - 0.5f64.exp()).abs() < 1e-5 && out.pg_clipfrac == 0.0,
+            "{out:?}"
+        );
+        // On-policy (ratio 1): the loss is -A and nothing is clipped.
+        let out = policy_loss(
+            &LossInputs {
+                logp: &old,
+                old_logp: &old,
+                ref_logp: None,
+                advantages: &t(&[2.0], &[1]),
+                mask: &mask,
+            },
+            &settings(LossAgg::TokenMean),
+        );
+        assert!((out.pg_loss + 2.0).abs() < 1e-6 && out.pg_clipfrac == 0.0);
+    }
+
+    #[test]
+    fn kl_estimators() {
+        let mask = t(&[1.0], &[1, 1]);
+        let logp = t(&[-1.0], &[1, 1]);
+        let reference = t(&[-1.5], &[1, 1]);
+        for (kind, expected) in [(KlType::K1, 0.5), (KlType::K3, (-0.5f64).exp() + 0.5 - 1.0)] {
+            let s = LossSettings {
+                kl_coef: 0.1,
+                kl_type: kind,
+                ..settings(LossAgg::TokenMean)
+            };
+            let out = policy_loss(
+                &LossInputs {
+                    logp: &logp,
+                    old_logp: &logp,
+                    ref_logp: Some(&reference),
+                    advantages: &t(&[0.0], &[1]),
+                    mask: &mask,
+                },
+                &s,
+            );
+            assert!((out.kl - expected).abs() < 1e-6, "{kind:?}: {}", out.kl);
+            assert!((out.loss.double_value(&[]) - 0.1 * expected).abs() < 1e-6);
+        }
+    }
+}
