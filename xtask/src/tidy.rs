@@ -107,7 +107,9 @@ pub fn violations() -> Vec<String> {
             ));
         }
         if name != "next-cli" && deps("toml") {
-            bad.push(format!("{name}/Cargo.toml: only next-cli reads config files (toml)"));
+            bad.push(format!(
+                "{name}/Cargo.toml: only next-cli reads config files (toml)"
+            ));
         }
         if name == "xtask" && deps("tch") {
             bad.push("xtask/Cargo.toml: must not depend on tch".into());
