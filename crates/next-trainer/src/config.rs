@@ -81,6 +81,9 @@ pub struct DataConfig {
     pub skip_bad_rows: bool,
     /// Longest prompt, in tokens; longer prompts are an error.
     pub max_prompt_len: usize,
+    /// Seed of the generated problems (kept apart from `trainer.seed`, so that runs with
+    /// different RL seeds are validated on the same problems).
+    pub seed: u64,
 }
 
 impl Default for DataConfig {
@@ -93,6 +96,7 @@ impl Default for DataConfig {
             val_size: 1_000,
             skip_bad_rows: false,
             max_prompt_len: 512,
+            seed: 0,
         }
     }
 }

@@ -87,7 +87,7 @@ fn step_seed(seed: u64, step: usize, salt: u64) -> u64 {
 
 fn load_rows(cfg: &TrainConfig) -> Result<(Vec<Row>, Vec<Row>, usize)> {
     let d = &cfg.data;
-    let seed = cfg.trainer.seed;
+    let seed = d.seed;
     let mut skipped = 0;
     let train = if d.train.is_empty() {
         tasks::generate(Task::parse(&d.task)?, Split::Train, d.train_size, seed)?
