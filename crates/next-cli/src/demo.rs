@@ -34,44 +34,6 @@ fn problems() -> Vec<(String, String)> {
         .collect()
 }
 
-/// Adam on the LoRA factors (the trainer crate brings the resumable AdamW).
-struct Adam {
-    params: Vec<Tensor>,
-    m: Vec<Tensor>,
-    v: Vec<Tensor>,
-    t: i32,
-    lr: f64,
-}
-
-impl Adam {
-    fn new(params: Vec<Tensor>, lr: f64) -> Self {
-        let zeros = |p: &Tensor| p.zeros_like();
-        Adam {
-            m: params.iter().map(zeros).collect(),
-            v: params.iter().map(zeros).collect(),
-            params,
-            t: 0,
-            lr,
-        }
-    }
-
-    fn step(&mut self) {
-        let (b1, b2, eps): (f64, f64, f64) = (0.9, 0.999, 1e-8);
-        self.t += 1;
-        let (c1, c2) = (1.0 - b1.powi(self.t), 1.0 - b2.powi(self.t));
-        tch::no_grad(|| {
-            for ((p, m), v) in self.params.iter_mut().zip(&mut self.m).zip(&mut self.v) {
-                let g = p.grad();
-                *m = &*m * b1 + &g * (1.0 - b1);
-                *v = &*v * b2 + g.square() * (1.0 - b2);
-                let update = (&*m / c1) / ((&*v / c2).sqrt() + eps) * self.lr;
-                let _ = p.f_sub_(&update);
-                p.zero_grad();
-            }
-        });
-    }
-}
-
 fn greedy_answers(model: &Model, tok: &Tokenizer, prompts: &[Vec<i64>]) -> Result<Vec<String>> {
     let params = SamplingParams {
         max_new_tokens: 4,
@@ -146,14 +108,17 @@ pub fn run(a: Args) -> Result<()> {
     let loss_mask = pos.ge_tensor(&start).to_kind(Kind::Float);
 
     let before = accuracy(&greedy_answers(&model, &tok, &prompts)?, &data);
-    let mut opt = Adam::new(
-        model
-            .lora_parameters()
-            .into_iter()
-            .map(|(_, t)| t)
-            .collect(),
-        a.lr,
-    );
+    // Adam (AdamW without decay), the trainer's resumable implementation.
+    let params: Vec<Tensor> = model
+        .lora_parameters()
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
+    let optim = next_trainer::config::OptimConfig {
+        lr: a.lr,
+        ..Default::default()
+    };
+    let mut opt = next_trainer::optim::AdamW::new(&params, &optim);
     let bar = ProgressBar::new(a.steps as u64).with_style(ProgressStyle::with_template(
         "{bar:30} {pos}/{len} loss {msg} [{elapsed}<{eta}]",
     )?);
@@ -164,7 +129,7 @@ pub fn run(a: Args) -> Result<()> {
         let lp = model.token_logprobs(&batch, 1.0)?;
         let loss = -(lp * &loss_mask).sum(Kind::Float) / loss_mask.sum(Kind::Float);
         loss.backward();
-        opt.step();
+        opt.step(&params, a.lr);
         loss_v = loss.double_value(&[]);
         ensure!(loss_v.is_finite(), "loss became {loss_v}");
         first_loss.get_or_insert(loss_v);

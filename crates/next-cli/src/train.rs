@@ -106,15 +106,6 @@ fn f(m: &serde_json::Map<String, Value>, k: &str) -> f64 {
     m.get(k).and_then(Value::as_f64).unwrap_or(f64::NAN)
 }
 
-fn val_of(m: &serde_json::Map<String, Value>) -> Option<f64> {
-    let v: Vec<f64> = m
-        .iter()
-        .filter(|(k, _)| k.starts_with("val-core/") && k.ends_with("/mean@1"))
-        .filter_map(|(_, v)| v.as_f64())
-        .collect();
-    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
-}
-
 pub fn train(a: TrainArgs) -> Result<()> {
     let mut cfg: TrainConfig = crate::config::load(a.config.as_deref(), &a.sets)?;
     let base = ensure_base(&mut cfg)?;
@@ -139,7 +130,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
             }
         }
         Event::Validation { step, metrics } => {
-            last_val = val_of(&metrics).or(last_val);
+            last_val = next_trainer::train::greedy_val_mean(&metrics).or(last_val);
             say(
                 &pb,
                 format!(

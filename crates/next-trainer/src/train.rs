@@ -4,7 +4,6 @@
 //! Every random choice is derived from `(seed, step)`, so a run killed and resumed from a
 //! checkpoint repeats the uninterrupted run's computation (on CPU, bit for bit).
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -580,17 +579,9 @@ pub fn train(
     let base_name = base_dir.display().to_string();
     let mut first_val = None;
     let mut last_val = None;
-    let mean_val = |m: &Map<String, Value>| {
-        let v: Vec<f64> = m
-            .iter()
-            .filter(|(k, _)| k.ends_with("/mean@1"))
-            .filter_map(|(_, v)| v.as_f64())
-            .collect();
-        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
-    };
     if first_step == 0 {
         let m = tr.validate(0)?;
-        first_val = mean_val(&m);
+        first_val = greedy_val_mean(&m);
         last_val = first_val;
         append_metrics(&metrics_path, 0, &m)?;
         on_event(Event::Validation {
@@ -615,7 +606,7 @@ pub fn train(
         let done = step + 1;
         if done % t.val_every.max(1) == 0 || done == t.steps {
             let v = tr.validate(done)?;
-            last_val = mean_val(&v).or(last_val);
+            last_val = greedy_val_mean(&v).or(last_val);
             on_event(Event::Validation {
                 step: done,
                 metrics: v.clone(),
@@ -649,10 +640,13 @@ pub fn train(
     })
 }
 
-/// Per-source means of validation metrics, for summaries.
-pub fn val_means(m: &Map<String, Value>) -> BTreeMap<String, f64> {
-    m.iter()
-        .filter(|(k, _)| k.starts_with("val-core/"))
-        .filter_map(|(k, v)| Some((k.clone(), v.as_f64()?)))
-        .collect()
+/// The greedy validation accuracy in a metrics row: the mean of its
+/// `val-core/<source>/reward/mean@1` values over sources (`None` when it has none).
+pub fn greedy_val_mean(m: &Map<String, Value>) -> Option<f64> {
+    let v: Vec<f64> = m
+        .iter()
+        .filter(|(k, _)| k.starts_with("val-core/") && k.ends_with("/mean@1"))
+        .filter_map(|(_, v)| v.as_f64())
+        .collect();
+    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
 }
