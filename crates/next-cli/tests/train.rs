@@ -1,4 +1,4 @@
-//! `next train` reliability: exact resume after SIGKILL at random moments, clear errors for bad
+//! `next train` reliability: exact resume after SIGKILL at several moments, clear errors for bad
 //! config and data, a NaN loss that stops the run and keeps the last good checkpoint, and
 //! checkpoints that PEFT loads.
 
@@ -78,6 +78,17 @@ fn metrics(run: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// The step of the last complete line of a run's metrics.jsonl, if any.
+fn last_step(run: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).ok()?;
+    let complete = &text[..text.rfind('\n')? + 1];
+    complete
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|v| v["step"].as_u64())
+        .next_back()
+}
+
 fn adapter_bytes(run: &Path, step: usize) -> Vec<u8> {
     std::fs::read(run.join(format!(
         "global_step_{step}/actor/lora_adapter/adapter_model.safetensors"
@@ -117,27 +128,36 @@ fn killed_and_resumed_run_equals_uninterrupted_run() {
         "{resolved}"
     );
 
-    // Kill the same run at pseudo-random moments (several times), resuming each time.
+    // Kill the same run several times, each once it has passed a given step plus a jitter so
+    // the kill lands at different phases (rollout, update, checkpoint write), resuming each time.
+    // Progress-driven rather than wall-clock-driven so a fast machine cannot finish first.
     let b = dir.path().join("b");
-    let delays_ms = [450u64, 700, 160, 520, 390, 610, 280, 800, 350, 900];
+    let plan = [(3u64, 0u64), (7, 15), (12, 40), (17, 5), (21, 25)];
     let mut kills = 0;
-    for d in delays_ms {
+    for (step, jitter_ms) in plan {
         let mut child = Command::new(env!("CARGO_BIN_EXE_next"))
             .args(["train", "--config", &cfg, "--out", b.to_str().unwrap()])
             .stderr(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap();
         let start = Instant::now();
         let mut finished = false;
-        while start.elapsed() < Duration::from_millis(d) {
+        while last_step(&b) < Some(step) {
             if child.try_wait().unwrap().is_some() {
                 finished = true;
                 break;
             }
-            std::thread::sleep(Duration::from_millis(10));
+            assert!(
+                start.elapsed() < Duration::from_secs(300),
+                "no progress past step {step}"
+            );
+            std::thread::sleep(Duration::from_millis(2));
         }
-        if finished {
-            break;
+        assert!(!finished, "the run ended before step {step}");
+        std::thread::sleep(Duration::from_millis(jitter_ms));
+        if child.try_wait().unwrap().is_some() {
+            continue;
         }
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
@@ -160,10 +180,7 @@ fn killed_and_resumed_run_equals_uninterrupted_run() {
         String::from_utf8_lossy(&out.stderr)
     );
     eprintln!("killed {kills} times before the run completed");
-    assert!(
-        kills >= 2,
-        "the run finished before it could be killed twice"
-    );
+    assert!(kills >= 4, "only {kills} kills landed before the run ended");
     assert_eq!(metrics(&b), expected, "metrics differ after {kills} kills");
     for step in (2..=24).step_by(2) {
         assert_eq!(
