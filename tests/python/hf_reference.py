@@ -143,6 +143,92 @@ def cmd_make_adapter(a):
     model.save_pretrained(a.out)
 
 
+def cmd_peft_run(a):
+    """A LoRA run's checkpoints as verl or TRL lay them out, written by PEFT, and what each
+    global delta W_t - W_0 is according to PEFT (`get_delta_weight`, in float64)."""
+    import peft
+    import transformers
+
+    model = transformers.AutoModelForCausalLM.from_pretrained(a.model, dtype=torch.float32)
+    cfg = peft.LoraConfig(
+        r=a.r,
+        lora_alpha=a.alpha,
+        target_modules=a.targets.split(",") if a.targets != "all-linear" else "all-linear",
+        lora_dropout=0.0,
+        use_rslora=a.rslora,
+        task_type="CAUSAL_LM",
+    )
+    torch.manual_seed(a.seed)
+    model = peft.get_peft_model(model, cfg)
+    dtype = {"f32": torch.float32, "bf16": torch.bfloat16}[a.dtype]
+    expected = {}
+    for step in [int(s) for s in a.steps.split(",")]:
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "lora_" in name:
+                    p.add_(0.05 * torch.randn_like(p))
+                    # Round to the saved dtype so that the file holds exactly these values.
+                    p.copy_(p.to(dtype).float())
+        if a.layout == "verl":
+            out = os.path.join(a.out, f"global_step_{step}", "actor", "lora_adapter")
+        else:
+            out = os.path.join(a.out, f"checkpoint-{step}")
+        model.to(dtype).save_pretrained(out)
+        model.float()
+        if a.layout == "trl":
+            with open(os.path.join(out, "trainer_state.json"), "w") as f:
+                json.dump({"global_step": step}, f)
+        model.double()
+        rows = {}
+        for name, module in model.named_modules():
+            if isinstance(module, peft.tuners.lora.LoraLayer) and "default" in module.lora_A:
+                d = module.get_delta_weight("default")
+                s = torch.linalg.svdvals(d)
+                rows["base_model.model." + name.removeprefix("base_model.model.")] = {
+                    "shape": list(d.shape),
+                    "sigma1": s[0].item(),
+                    "frobenius_sq": (d * d).sum().item(),
+                    "scaling": module.scaling["default"],
+                }
+        expected[str(step)] = rows
+        model.float()
+    json.dump(expected, sys.stdout)
+
+
+def cmd_full_run(a):
+    """Full-weight checkpoints (no LoRA) of large matrices, and torch.linalg.svdvals of each
+    W_t - W_0 in float64 as the reference for the full-parameter mode."""
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(a.seed)
+    shapes = {
+        "model.layers.0.mlp.down_proj.weight": (2048, 8192),
+        "model.layers.0.mlp.up_proj.weight": (8192, 2048),
+    }
+
+    def save(d, ws):
+        os.makedirs(d, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in ws.items()}, os.path.join(d, "model.safetensors"))
+        with open(os.path.join(d, "config.json"), "w") as f:
+            f.write("{}")
+
+    base = {k: 0.02 * torch.randn(s, generator=g) for k, s in shapes.items()}
+    save(os.path.join(a.out, "base"), base)
+    cur = dict(base)
+    expected = {}
+    for step in (1, 2):
+        for k, (o, i) in shapes.items():
+            u = torch.randn(o, 2, generator=g)
+            v = torch.randn(2, i, generator=g)
+            cur[k] = cur[k] + 1e-3 * (u @ v) + 1e-4 * torch.randn(o, i, generator=g)
+        save(os.path.join(a.out, "run", f"checkpoint-{step}"), cur)
+        expected[str(step)] = {
+            k: torch.linalg.svdvals(cur[k].double() - base[k].double())[0].item()
+            for k in shapes
+        }
+    json.dump(expected, sys.stdout)
+
+
 def main():
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -179,6 +265,22 @@ def main():
     ad.add_argument("--rslora", action="store_true")
     ad.add_argument("--seed", type=int, default=0)
     ad.set_defaults(fn=cmd_make_adapter)
+    pr = sub.add_parser("peft-run")
+    pr.add_argument("--model", required=True)
+    pr.add_argument("--out", required=True)
+    pr.add_argument("--layout", choices=["verl", "trl"], required=True)
+    pr.add_argument("--steps", default="10,20,30")
+    pr.add_argument("--r", type=int, default=4)
+    pr.add_argument("--alpha", type=float, default=8.0)
+    pr.add_argument("--targets", default="all-linear")
+    pr.add_argument("--rslora", action="store_true")
+    pr.add_argument("--dtype", choices=["f32", "bf16"], default="f32")
+    pr.add_argument("--seed", type=int, default=0)
+    pr.set_defaults(fn=cmd_peft_run)
+    fr = sub.add_parser("full-run")
+    fr.add_argument("--out", required=True)
+    fr.add_argument("--seed", type=int, default=0)
+    fr.set_defaults(fn=cmd_full_run)
     a = p.parse_args()
     a.fn(a)
 

@@ -6,6 +6,7 @@ mod data;
 mod demo;
 mod generate;
 mod train;
+mod trajectory;
 mod verify;
 
 use std::process::ExitCode;
@@ -33,6 +34,11 @@ enum Command {
     Data(data::Command),
     /// Score responses with a verifier (math, countdown, exact, code), streaming JSONL in and out.
     Verify(verify::Args),
+    /// Extract the rank-1 trajectory of a run's checkpoints into its store (incremental).
+    Extract(trajectory::ExtractArgs),
+    /// Inspect a run's trajectory store.
+    #[command(subcommand)]
+    Trajectory(trajectory::Command),
     /// Exercise the model end to end on a tiny random model: save, load, LoRA-train, merge,
     /// generate. Writes everything under --out.
     Demo(demo::Args),
@@ -46,6 +52,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Pretrain(args) => train::pretrain(args),
         Command::Data(cmd) => data::run(cmd),
         Command::Train(args) => train::train(args),
+        Command::Extract(args) => trajectory::extract(args),
+        Command::Trajectory(cmd) => trajectory::run(cmd),
     }
 }
 
@@ -57,6 +65,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        // A closed pipe (`next ... | head`) is the reader being done, not a failure.
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

@@ -1,23 +1,70 @@
-//! `next-trajectory`: the low-rank trajectory of LoRA training, computed from the adapters'
-//! thin factors instead of merged full matrices.
+//! `next-trajectory`: the low-rank trajectory of a training run, computed from LoRA adapters'
+//! thin factors instead of merged full matrices, and kept in a crash-safe store.
 //!
-//! So far this crate holds the core of the extraction (`factored`): the top singular triplets of
-//! a difference of two LoRA updates, exactly, from QR factorisations of the stacked factors and
-//! an SVD of a core of at most 2r x 2r, plus sign alignment across checkpoints. Checkpoint
-//! readers, the on-disk store and `next extract` are not built yet.
+//! - `layout` finds a run's checkpoint series (this project, verl, TRL/PEFT, full weights).
+//! - `adapter` / `tensors` read PEFT adapters and safetensors lazily from memory maps.
+//! - `factored` computes the top singular triplets of a LoRA update or of the difference of
+//!   two, exactly, from the factors; `full` does it for dense deltas by Lanczos.
+//! - `extract` plans the global / local / target records a series allows and fills the store;
+//!   `store` is the versioned, checksummed, append-only on-disk format.
+//! - `analyze` summarises a store (rank-1 energy, direction stability, linearity of σ1).
 //!
 //! Architecture invariant: never depends on tch or on the model crate; it works on plain f64
 //! matrices so that it can read any trainer's checkpoints.
 
-pub mod factored;
+use std::path::{Path, PathBuf};
 
-/// Errors of the trajectory computations.
+pub mod adapter;
+pub mod analyze;
+pub mod extract;
+pub mod factored;
+pub mod full;
+pub mod layout;
+pub mod store;
+mod tensors;
+
+/// Errors of reading checkpoints, computing factors and keeping the store.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A checkpoint file whose content is not what it should be (names file and key/tensor).
+    #[error("{}: {msg}", path.display())]
+    Format { path: PathBuf, msg: String },
+    /// The checkpoint series as a whole (missing step, rank change, bad gaps).
+    #[error("{0}")]
+    Layout(String),
+    /// The store is corrupted, truncated or was made differently.
+    #[error("trajectory store {}: {msg}", path.display())]
+    Store { path: PathBuf, msg: String },
     #[error("{0}")]
     Shape(String),
     #[error("{0}")]
     NotFinite(String),
+}
+
+impl Error {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.to_owned(),
+            source,
+        }
+    }
+    pub(crate) fn format(path: &Path, msg: impl Into<String>) -> Self {
+        Self::Format {
+            path: path.to_owned(),
+            msg: msg.into(),
+        }
+    }
+    pub(crate) fn store(path: &Path, msg: impl Into<String>) -> Self {
+        Self::Store {
+            path: path.to_owned(),
+            msg: msg.into(),
+        }
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

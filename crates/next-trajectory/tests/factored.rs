@@ -2,7 +2,7 @@
 //! shapes and ranks, including rank-deficient and zero deltas; sign alignment.
 
 use nalgebra::{DMatrix, DVector};
-use next_trajectory::factored::{align_signs, top_k, Term};
+use next_trajectory::factored::{align_signs, top_k, top_k_difference, Factors, Term, Triplets};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -56,8 +56,12 @@ fn check(terms: &[Term], k: usize) {
         DMatrix::<f64>::zeros(terms[0].b.nrows(), terms[0].a.ncols()),
         |acc, t| acc + t.b * t.a * t.scale,
     );
-    let got = top_k(terms, k).unwrap();
-    let (svals, u_ref, v_ref) = reference_svd(&dense);
+    compare(&dense, &top_k(terms, k).unwrap(), k);
+}
+
+/// Compares a factored result with the dense SVD of the matrix it should decompose.
+fn compare(dense: &DMatrix<f64>, got: &Triplets, k: usize) {
+    let (svals, u_ref, v_ref) = reference_svd(dense);
     let order: Vec<usize> = (0..svals.len()).collect();
     let fro = dense.norm_squared();
     assert!(
@@ -188,6 +192,31 @@ fn factored_equals_full_svd() {
                     a: &a1,
                 },
             ],
+            1,
+        );
+        // Differences of checkpoints, far apart and very close (the local delta), and a
+        // checkpoint against the base (absent old side).
+        let old = Factors {
+            scale: 2.0,
+            b: b0.clone(),
+            a: a0.clone(),
+        };
+        for step in [1.0, 1e-3, 1e-5] {
+            let new = Factors {
+                scale: 2.0,
+                b: &b0 + random(&mut rng, out, r) * step,
+                a: &a0 + random(&mut rng, r, inp) * step,
+            };
+            let dense = &new.b * &new.a * new.scale - &old.b * &old.a * old.scale;
+            compare(
+                &dense,
+                &top_k_difference(Some(&new), Some(&old), 2).unwrap(),
+                2,
+            );
+        }
+        compare(
+            &(&b0 * &a0 * 2.0),
+            &top_k_difference(Some(&old), None, 1).unwrap(),
             1,
         );
         let zb = DMatrix::<f64>::zeros(out, r);
