@@ -17,6 +17,8 @@ tasks:
                (the embedded default: pretrains the tiny base once, then 250 GRPO steps)
   demo [ARGS]  setup if needed, then `next demo` (the model stack end to end) in release mode
   bench model  tokens/s of decoding and forward+backward, ours vs transformers, same threads
+  bench verifiers | train | extract
+               verifier throughput, GRPO s/step vs TRL, rank-1 extraction vs merge+SVD
   tidy         check the architecture invariants (also run by `cargo test`)
 ";
 

@@ -162,8 +162,8 @@ impl Adapter {
         })?;
         Ok(Factors {
             scale: self.scaling,
-            a: self.file.matrix(&m.a_key)?,
-            b: self.file.matrix(&m.b_key)?,
+            at: self.file.matrix_transposed(&m.a_key)?,
+            bt: self.file.matrix_transposed(&m.b_key)?,
         })
     }
 

@@ -56,6 +56,17 @@ impl Mapped {
 
     /// A 2-D tensor as an f64 matrix (rows x cols as stored), refusing NaN and infinities.
     pub fn matrix(&self, name: &str) -> Result<DMatrix<f64>> {
+        let (rows, cols, values) = self.values(name)?;
+        Ok(DMatrix::from_row_slice(rows, cols, &values))
+    }
+
+    /// The transpose of [`Mapped::matrix`], which is free: row-major storage read column-major.
+    pub fn matrix_transposed(&self, name: &str) -> Result<DMatrix<f64>> {
+        let (rows, cols, values) = self.values(name)?;
+        Ok(DMatrix::from_vec(cols, rows, values))
+    }
+
+    fn values(&self, name: &str) -> Result<(usize, usize, Vec<f64>)> {
         let (info, bytes) = self.bytes(name)?;
         let [rows, cols] = info.shape[..] else {
             return Err(Error::format(
@@ -72,7 +83,11 @@ impl Mapped {
                 ),
             )
         })?;
-        if let Some(i) = values.iter().position(|x| !x.is_finite()) {
+        // A non-finite value makes the sum non-finite (a vectorised pass); only then locate it.
+        if let Some(i) = (!values.iter().sum::<f64>().is_finite())
+            .then(|| values.iter().position(|x| !x.is_finite()))
+            .flatten()
+        {
             return Err(Error::NotFinite(format!(
                 "{}: tensor `{name}` has a non-finite value ({}) at [{}, {}]",
                 self.path.display(),
@@ -81,7 +96,7 @@ impl Mapped {
                 i % cols.max(1)
             )));
         }
-        Ok(DMatrix::from_row_slice(rows, cols, &values))
+        Ok((rows, cols, values))
     }
 }
 

@@ -50,13 +50,31 @@ fn reference_svd(m: &DMatrix<f64>) -> (Vec<f64>, DMatrix<f64>, DMatrix<f64>) {
     }
 }
 
-/// Compares the factored top-k of `terms` with the dense SVD of their sum.
-fn check(terms: &[Term], k: usize) {
+/// `(scale, B, A)` terms as owned factors.
+fn factors(terms: &[(f64, &DMatrix<f64>, &DMatrix<f64>)]) -> Vec<Factors> {
+    terms
+        .iter()
+        .map(|(s, b, a)| Factors::new(*s, b, a))
+        .collect()
+}
+
+/// The factored top-k of `(scale, B, A)` terms.
+fn factored(
+    terms: &[(f64, &DMatrix<f64>, &DMatrix<f64>)],
+    k: usize,
+) -> next_trajectory::Result<Triplets> {
+    let owned = factors(terms);
+    let terms: Vec<Term> = owned.iter().map(Factors::term).collect();
+    top_k(&terms, k)
+}
+
+/// Compares the factored top-k of `(scale, B, A)` terms with the dense SVD of their sum.
+fn check(terms: &[(f64, &DMatrix<f64>, &DMatrix<f64>)], k: usize) {
     let dense = terms.iter().fold(
-        DMatrix::<f64>::zeros(terms[0].b.nrows(), terms[0].a.ncols()),
-        |acc, t| acc + t.b * t.a * t.scale,
+        DMatrix::<f64>::zeros(terms[0].1.nrows(), terms[0].2.ncols()),
+        |acc, (s, b, a)| acc + *b * *a * *s,
     );
-    compare(&dense, &top_k(terms, k).unwrap(), k);
+    compare(&dense, &factored(terms, k).unwrap(), k);
 }
 
 /// Compares a factored result with the dense SVD of the matrix it should decompose.
@@ -127,87 +145,27 @@ fn factored_equals_full_svd() {
             random(&mut rng, r, inp),
         );
         // One adapter; a global delta W_t - W_0; an rsLoRA-like scale.
-        check(
-            &[Term {
-                scale: 2.0,
-                b: &b1,
-                a: &a1,
-            }],
-            3,
-        );
-        check(
-            &[
-                Term {
-                    scale: 2.0,
-                    b: &b1,
-                    a: &a1,
-                },
-                Term {
-                    scale: -2.0,
-                    b: &b0,
-                    a: &a0,
-                },
-            ],
-            3,
-        );
-        check(
-            &[
-                Term {
-                    scale: 0.5,
-                    b: &b1,
-                    a: &a1,
-                },
-                Term {
-                    scale: -0.25,
-                    b: &b0,
-                    a: &a0,
-                },
-            ],
-            1,
-        );
+        check(&[(2.0, &b1, &a1)], 3);
+        check(&[(2.0, &b1, &a1), (-2.0, &b0, &a0)], 3);
+        check(&[(0.5, &b1, &a1), (-0.25, &b0, &a0)], 1);
         // Rank-deficient: B with repeated columns; the same adapter twice (zero delta).
         let mut bd = b1.clone();
         for c in 1..r {
             let first = bd.column(0).clone_owned();
             bd.set_column(c, &first);
         }
-        check(
-            &[Term {
-                scale: 1.0,
-                b: &bd,
-                a: &a1,
-            }],
-            2,
-        );
-        check(
-            &[
-                Term {
-                    scale: 1.0,
-                    b: &b1,
-                    a: &a1,
-                },
-                Term {
-                    scale: -1.0,
-                    b: &b1,
-                    a: &a1,
-                },
-            ],
-            1,
-        );
+        check(&[(1.0, &bd, &a1)], 2);
+        check(&[(1.0, &b1, &a1), (-1.0, &b1, &a1)], 1);
         // Differences of checkpoints, far apart and very close (the local delta), and a
         // checkpoint against the base (absent old side).
-        let old = Factors {
-            scale: 2.0,
-            b: b0.clone(),
-            a: a0.clone(),
-        };
+        let old = Factors::new(2.0, &b0, &a0);
         for step in [1.0, 1e-3, 1e-5] {
-            let new = Factors {
-                scale: 2.0,
-                b: &b0 + random(&mut rng, out, r) * step,
-                a: &a0 + random(&mut rng, r, inp) * step,
-            };
-            let dense = &new.b * &new.a * new.scale - &old.b * &old.a * old.scale;
+            let (b1, a1) = (
+                &b0 + random(&mut rng, out, r) * step,
+                &a0 + random(&mut rng, r, inp) * step,
+            );
+            let new = Factors::new(2.0, &b1, &a1);
+            let dense = (&b1 * &a1 - &b0 * &a0) * 2.0;
             compare(
                 &dense,
                 &top_k_difference(Some(&new), Some(&old), 2).unwrap(),
@@ -220,14 +178,7 @@ fn factored_equals_full_svd() {
             1,
         );
         let zb = DMatrix::<f64>::zeros(out, r);
-        check(
-            &[Term {
-                scale: 1.0,
-                b: &zb,
-                a: &a1,
-            }],
-            1,
-        );
+        check(&[(1.0, &zb, &a1)], 1);
     }
 }
 
@@ -235,30 +186,16 @@ fn factored_equals_full_svd() {
 fn bad_terms_are_refused() {
     let b = DMatrix::<f64>::zeros(4, 2);
     let a = DMatrix::<f64>::zeros(3, 5);
-    assert!(top_k(
-        &[Term {
-            scale: 1.0,
-            b: &b,
-            a: &a
-        }],
-        1
-    )
-    .unwrap_err()
-    .to_string()
-    .contains("term 0"));
+    assert!(factored(&[(1.0, &b, &a)], 1)
+        .unwrap_err()
+        .to_string()
+        .contains("term 0"));
     let mut a2 = DMatrix::<f64>::zeros(2, 5);
     a2[(0, 0)] = f64::NAN;
-    assert!(top_k(
-        &[Term {
-            scale: 1.0,
-            b: &b,
-            a: &a2
-        }],
-        1
-    )
-    .unwrap_err()
-    .to_string()
-    .contains("NaN"));
+    assert!(factored(&[(1.0, &b, &a2)], 1)
+        .unwrap_err()
+        .to_string()
+        .contains("NaN"));
     assert!(top_k(&[], 1).is_err());
 }
 

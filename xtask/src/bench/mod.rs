@@ -1,5 +1,7 @@
-//! `cargo xtask bench model`: our throughput and transformers' on the same weights, batches and
-//! threads, measured in the same run; prints the ratios.
+//! `cargo xtask bench model|verifiers|train|extract`: ours against the Python reference on the
+//! same work, measured in the same run; prints the ratios.
+
+mod extract;
 
 use std::fs;
 use std::process::Command;
@@ -9,7 +11,7 @@ use serde_json::Value;
 
 use crate::util::{self, root};
 
-fn read_json(p: &std::path::Path) -> Result<Value> {
+pub(crate) fn read_json(p: &std::path::Path) -> Result<Value> {
     let text = fs::read_to_string(p).with_context(|| p.display().to_string())?;
     serde_json::from_str(&text).with_context(|| format!("{}: invalid JSON", p.display()))
 }
@@ -19,8 +21,11 @@ pub fn run(args: &[String]) -> Result<()> {
         Some("model") => model(),
         Some("verifiers") => verifiers(),
         Some("train") => train(),
-        Some(other) => bail!("unknown benchmark `{other}` (available: model, verifiers, train)"),
-        None => bail!("usage: cargo xtask bench model|verifiers|train"),
+        Some("extract") => extract::run(),
+        Some(other) => {
+            bail!("unknown benchmark `{other}` (available: model, verifiers, train, extract)")
+        }
+        None => bail!("usage: cargo xtask bench model|verifiers|train|extract"),
     }
 }
 
