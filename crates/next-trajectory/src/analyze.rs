@@ -217,6 +217,30 @@ pub fn table(summaries: &[Summary]) -> String {
             mean(&r2),
         );
     }
+    // The energy over steps, per module kind (mean over layers).
+    let mut steps: Vec<u64> = rows.iter().flat_map(|r| r.steps.iter().copied()).collect();
+    steps.sort_unstable();
+    steps.dedup();
+    s.push_str("\nrank-1 energy of W_t - W_0 by step (mean over layers)\n");
+    s.push_str(&format!("{:<22}", "step"));
+    for t in &steps {
+        s.push_str(&format!(" {t:>6}"));
+    }
+    s.push('\n');
+    let mut kinds: Vec<&str> = rows.iter().map(|r| r.kind.as_str()).collect();
+    kinds.dedup();
+    for kind in kinds {
+        s.push_str(&format!("{kind:<22}"));
+        for t in &steps {
+            let e: Vec<f64> = rows
+                .iter()
+                .filter(|r| r.kind == kind)
+                .filter_map(|r| r.steps.iter().position(|x| x == t).map(|i| r.energy[i]))
+                .collect();
+            s.push_str(&format!(" {:>6.3}", mean(&e)));
+        }
+        s.push('\n');
+    }
     s
 }
 
