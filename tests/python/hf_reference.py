@@ -229,6 +229,37 @@ def cmd_full_run(a):
     json.dump(expected, sys.stdout)
 
 
+def cmd_extended_check(a):
+    """How far PEFT's merged delta of an extended adapter is from the original adapter's plus
+    lambda * sum sigma u v^T (from the extension's prediction.safetensors)."""
+    import peft
+    import transformers
+    from safetensors.torch import load_file
+
+    def deltas(adapter):
+        model = transformers.AutoModelForCausalLM.from_pretrained(a.model, dtype=torch.float32)
+        model = peft.PeftModel.from_pretrained(model, adapter)
+        out = {}
+        for name, module in model.named_modules():
+            if isinstance(module, peft.tuners.lora.LoraLayer) and "default" in module.lora_A:
+                stem = "base_model.model." + name.removeprefix("base_model.model.")
+                out[stem] = module.get_delta_weight("default").double()
+        return out, model.peft_config["default"].r
+
+    d0, _ = deltas(a.adapter)
+    d1, r1 = deltas(a.extended)
+    pred = load_file(os.path.join(a.extended, "prediction.safetensors"))
+    worst, jumped = 0.0, 0
+    for stem, d in d0.items():
+        want = d.clone()
+        if stem + ".sigma" in pred:
+            sg, u, v = (pred[stem + k].double() for k in (".sigma", ".u", ".v"))
+            want += a.lam * (u.T * sg) @ v
+            jumped += 1
+        worst = max(worst, (d1[stem] - want).abs().max().item())
+    json.dump({"max_abs_diff": worst, "modules": len(d0), "jumped": jumped, "r": r1}, sys.stdout)
+
+
 def main():
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -281,6 +312,12 @@ def main():
     fr.add_argument("--out", required=True)
     fr.add_argument("--seed", type=int, default=0)
     fr.set_defaults(fn=cmd_full_run)
+    ec = sub.add_parser("extended-check")
+    ec.add_argument("--model", required=True)
+    ec.add_argument("--adapter", required=True)
+    ec.add_argument("--extended", required=True)
+    ec.add_argument("--lam", type=float, required=True)
+    ec.set_defaults(fn=cmd_extended_check)
     a = p.parse_args()
     a.fn(a)
 

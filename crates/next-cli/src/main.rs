@@ -4,6 +4,7 @@
 mod config;
 mod data;
 mod demo;
+mod extend;
 mod generate;
 mod train;
 mod trajectory;
@@ -36,6 +37,8 @@ enum Command {
     Verify(verify::Args),
     /// Extract the rank-1 trajectory of a run's checkpoints into its store (incremental).
     Extract(trajectory::ExtractArgs),
+    /// Jump an adapter forward along its predicted trajectory (writes a PEFT adapter).
+    Extend(extend::Args),
     /// Inspect a run's trajectory store.
     #[command(subcommand)]
     Trajectory(trajectory::Command),
@@ -54,6 +57,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(args) => train::train(args),
         Command::Extract(args) => trajectory::extract(args),
         Command::Trajectory(cmd) => trajectory::run(cmd),
+        Command::Extend(args) => extend::run(args),
     }
 }
 

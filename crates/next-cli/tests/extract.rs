@@ -1,6 +1,7 @@
-//! `next extract` / `next trajectory analyze` end to end: PEFT-written verl and TRL runs read with
-//! the right steps, scaling and shapes (σ1 against PEFT's own merged delta), and this project's
-//! runs extracted incrementally as training goes on.
+//! `next extract` / `next trajectory analyze` / `next extend` end to end: PEFT-written verl and
+//! TRL runs read with the right steps, scaling and shapes (σ1 against PEFT's own merged delta),
+//! this project's runs extracted incrementally as training goes on, and extended adapters that
+//! PEFT loads and merges to exactly the original plus λ times the prediction.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -28,8 +29,18 @@ fn ok(out: Output) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// Writes a PEFT run in `layout`, extracts it, and compares every global record with PEFT.
-fn check_peft_run(layout: &str, extra: &[&str], format: Format) {
+/// Writes a PEFT run in `layout`, extracts it, and compares every global record with PEFT;
+/// returns (the temp dir, the model dir, the run dir, the store dir).
+fn check_peft_run(
+    layout: &str,
+    extra: &[&str],
+    format: Format,
+) -> (
+    tempfile::TempDir,
+    tempfile::TempDir,
+    std::path::PathBuf,
+    std::path::PathBuf,
+) {
     let model = hf_model("llama", false, true, 5);
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
@@ -105,11 +116,47 @@ fn check_peft_run(layout: &str, extra: &[&str], format: Format) {
     let count = |k: Kind| store.records.iter().filter(|r| r.kind == k).count();
     assert_eq!(count(Kind::Local), 3 * first.len());
     assert_eq!(count(Kind::Target), 2 * first.len());
+    (dir, model, run, store_dir)
 }
 
 #[test]
-fn peft_written_verl_run_is_read() {
-    check_peft_run("verl", &["--r", "4", "--alpha", "8"], Format::Verl);
+fn peft_written_verl_run_is_read_and_extended() {
+    let (dir, model, run, store) =
+        check_peft_run("verl", &["--r", "4", "--alpha", "8"], Format::Verl);
+    for (predictor, lambda) in [("linear-relex", "2.0"), ("two-point", "0.5")] {
+        let out = dir.path().join(format!("extended-{predictor}"));
+        ok(next(&[
+            "extend",
+            "--store",
+            store.to_str().unwrap(),
+            "--predictor",
+            predictor,
+            "--lambda",
+            lambda,
+            "--out",
+            out.to_str().unwrap(),
+        ]));
+        let check: Value = serde_json::from_str(&reference(&[
+            "extended-check",
+            "--model",
+            model.path().to_str().unwrap(),
+            "--adapter",
+            run.join("global_step_30/actor/lora_adapter")
+                .to_str()
+                .unwrap(),
+            "--extended",
+            out.to_str().unwrap(),
+            "--lam",
+            lambda,
+        ]))
+        .unwrap();
+        assert_eq!(check["r"], 5, "{check}");
+        assert_eq!(check["jumped"], check["modules"], "{check}");
+        assert!(
+            check["max_abs_diff"].as_f64().unwrap() < 1e-5,
+            "{predictor}: {check}"
+        );
+    }
 }
 
 #[test]
@@ -228,6 +275,43 @@ fn own_runs_extract_incrementally_and_analyze() {
     let out = next(&["extract", "--run", run_s, "--target-gap", "6"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("target gap"));
+
+    // Jump from the last checkpoint and score before and after with the task's verifier.
+    let x = dir.path().join("extended");
+    let scores: Value = serde_json::from_str(&ok(next(&[
+        "extend",
+        "--run",
+        run_s,
+        "--predictor",
+        "linear-alpharl",
+        "--lambda",
+        "1.5",
+        "--out",
+        x.to_str().unwrap(),
+        "--eval",
+    ])))
+    .unwrap();
+    for k in ["before", "after"] {
+        let v = scores[k].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&v), "{scores}");
+    }
+    let meta: Value =
+        serde_json::from_str(&std::fs::read_to_string(x.join("extend.json")).unwrap()).unwrap();
+    assert_eq!(meta["from_step"], 10);
+    assert_eq!(meta["horizon"], 4);
+    let bad = next(&[
+        "extend",
+        "--run",
+        run_s,
+        "--predictor",
+        "two-point",
+        "--lambda",
+        "NaN",
+        "--out",
+        dir.path().join("nan").to_str().unwrap(),
+    ]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("finite"));
 
     let table = ok(next(&["trajectory", "analyze", "--run", run_s]));
     assert!(

@@ -462,6 +462,65 @@ fn prompts_for(
     (out, next / n_rows, next % n_rows)
 }
 
+/// The EOS ids (the model's generation config, else the tokenizer's) and the pad id.
+fn stop_tokens(model: &Model, tok: &Tokenizer) -> (Vec<i64>, i64) {
+    let eos: Vec<i64> = if model.config.eos_token_ids.is_empty() {
+        tok.eos_token_id.into_iter().collect()
+    } else {
+        model.config.eos_token_ids.clone()
+    };
+    let pad = model
+        .config
+        .pad_token_id
+        .or(tok.pad_token_id)
+        .or(eos.first().copied())
+        .unwrap_or(0);
+    (eos, pad)
+}
+
+/// The greedy validation mean (per data source, averaged, as in the training metrics) of the
+/// base model in `base_dir` with each of `adapters` (None: the base alone) on `cfg`'s
+/// validation set, scored by the task's verifiers.
+pub fn evaluate(
+    cfg: &TrainConfig,
+    base_dir: &Path,
+    adapters: &[Option<&Path>],
+) -> Result<Vec<f64>> {
+    if cfg.model.threads > 0 {
+        tch::set_num_threads(cfg.model.threads);
+    }
+    let opts = LoadOptions {
+        dtype: Some(next_model::parse_dtype(&cfg.model.dtype)?),
+        device: next_model::parse_device(&cfg.model.device)?,
+    };
+    let tok = Tokenizer::load(base_dir)?;
+    let (_, val_rows, _) = load_rows(cfg)?;
+    let val = tokenize(&val_rows, &tok, cfg.data.max_prompt_len, "validation")?;
+    let registry = Registry::default();
+    let pool = Pool::new(2)?;
+    let greedy = sampling(&cfg.rollout, 1, 0.0);
+    let mut out = Vec::with_capacity(adapters.len());
+    for adapter in adapters {
+        let mut model = Model::load(base_dir, opts)?;
+        if let Some(a) = adapter {
+            model.load_adapter(a)?;
+        }
+        let (eos, pad) = stop_tokens(&model, &tok);
+        let sampler = Sampler {
+            model: &model,
+            tokenizer: &tok,
+            registry: &registry,
+            pool: &pool,
+            eos_token_ids: eos,
+            pad_token_id: pad,
+        };
+        let v = tch::no_grad(|| sampler.validate(&val, &greedy, 0))?;
+        let means: Vec<f64> = v.mean_by_source.values().copied().collect();
+        out.push(means.iter().sum::<f64>() / means.len().max(1) as f64);
+    }
+    Ok(out)
+}
+
 /// Trains `cfg` in `run` with the base model in `base_dir`, resuming from the last checkpoint
 /// when there is one.
 pub fn train(
@@ -513,17 +572,7 @@ pub fn train(
         }
     }
     model.set_train(true);
-    let eos: Vec<i64> = if model.config.eos_token_ids.is_empty() {
-        tok.eos_token_id.into_iter().collect()
-    } else {
-        model.config.eos_token_ids.clone()
-    };
-    let pad = model
-        .config
-        .pad_token_id
-        .or(tok.pad_token_id)
-        .or(eos.first().copied())
-        .unwrap_or(0);
+    let (eos, pad) = stop_tokens(&model, &tok);
     let (train_rows, val_rows, skipped) = load_rows(cfg)?;
     if skipped > 0 {
         tracing::warn!("skipped {skipped} malformed dataset rows");

@@ -172,6 +172,64 @@ impl Adapter {
     }
 }
 
+/// Writes a PEFT LoRA adapter: `config` as `adapter_config.json` and, per module stem, B
+/// (out x r) and A (r x in) as f32 `lora_B` / `lora_A` tensors in `adapter_model.safetensors`.
+/// Files are fsynced; callers that need the directory to appear atomically write it under a
+/// temporary name and rename it.
+pub fn write(
+    dir: &Path,
+    config: &serde_json::Value,
+    factors: &[(String, &nalgebra::DMatrix<f64>, &nalgebra::DMatrix<f64>)],
+) -> Result<()> {
+    use std::io::Write;
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let row_major = |m: &nalgebra::DMatrix<f64>| -> Vec<u8> {
+        let mut out = Vec::with_capacity(m.len() * 4);
+        for i in 0..m.nrows() {
+            for j in 0..m.ncols() {
+                out.extend_from_slice(&(m[(i, j)] as f32).to_le_bytes());
+            }
+        }
+        out
+    };
+    let mut data = vec![];
+    for (stem, b, a) in factors {
+        data.push((
+            format!("{stem}.lora_A.weight"),
+            vec![a.nrows(), a.ncols()],
+            row_major(a),
+        ));
+        data.push((
+            format!("{stem}.lora_B.weight"),
+            vec![b.nrows(), b.ncols()],
+            row_major(b),
+        ));
+    }
+    let path = dir.join("adapter_model.safetensors");
+    let views = data
+        .iter()
+        .map(|(n, shape, bytes)| {
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
+                .map(|v| (n.clone(), v))
+                .map_err(|e| Error::format(&path, format!("tensor `{n}`: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    safetensors::serialize_to_file(views, None, &path)
+        .map_err(|e| Error::format(&path, e.to_string()))?;
+    let cfg = dir.join("adapter_config.json");
+    let mut f = std::fs::File::create(&cfg).map_err(|e| Error::io(&cfg, e))?;
+    f.write_all(
+        serde_json::to_string_pretty(config)
+            .expect("JSON")
+            .as_bytes(),
+    )
+    .and_then(|_| f.sync_all())
+    .map_err(|e| Error::io(&cfg, e))?;
+    std::fs::File::open(&path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io(&path, e))
+}
+
 /// `base_model.model.X.lora_A.weight` (or `.lora_A.<adapter>.weight`) -> (`base_model.model.X`, 'A').
 fn split_key(name: &str) -> Option<(String, char)> {
     let stem_end = name.find(".lora_A.").or_else(|| name.find(".lora_B."))?;

@@ -96,6 +96,7 @@ pub fn top_k_dense(m: &DMatrix<f64>, k: usize, seed: u64) -> Triplets {
             frobenius_sq: 0.0,
         };
     }
+    let breakdown = 1e-12 * frobenius_sq.sqrt();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let mut v = DVector::from_fn(inp, |_, _| rng.random_range(-1.0..1.0));
     v.normalize_mut();
@@ -103,7 +104,7 @@ pub fn top_k_dense(m: &DMatrix<f64>, k: usize, seed: u64) -> Triplets {
     let mut vs: Vec<DVector<f64>> = vec![v];
     let (mut alphas, mut betas): (Vec<f64>, Vec<f64>) = (vec![], vec![]);
     let mut history: Vec<Vec<f64>> = vec![];
-    let mut best: Option<(Vec<f64>, DMatrix<f64>, DMatrix<f64>)> = None;
+    let mut best: Option<Ritz> = None;
     for j in 0..max_iter {
         let mut u = m * &vs[j];
         if let Some(prev) = us.last() {
@@ -111,7 +112,12 @@ pub fn top_k_dense(m: &DMatrix<f64>, k: usize, seed: u64) -> Triplets {
         }
         reorthogonalise(&mut u, &us);
         let alpha = u.norm();
-        if alpha <= 1e-300 {
+        if alpha <= breakdown {
+            // The Krylov space is exhausted (an exactly low-rank delta): M [V, v_j] = U B̃ with
+            // the rectangular B̃ = [B | β e], whose triplets are exact.
+            if j > 0 {
+                best = Some(ritz(&alphas, &betas, &us, &vs, k));
+            }
             break;
         }
         u /= alpha;
@@ -121,47 +127,18 @@ pub fn top_k_dense(m: &DMatrix<f64>, k: usize, seed: u64) -> Triplets {
         w.axpy(-alpha, &vs[j], 1.0);
         reorthogonalise(&mut w, &vs);
         let beta = w.norm();
-        // The bidiagonal B (j+1 x j+1 upper) and its SVD give the Ritz triplets.
-        let n = j + 1;
-        let mut b = DMatrix::<f64>::zeros(n, n);
-        for i in 0..n {
-            b[(i, i)] = alphas[i];
-            if i + 1 < n {
-                b[(i, i + 1)] = betas[i];
-            }
-        }
-        let svd = b.svd(true, true);
-        let mut order: Vec<usize> = (0..n).collect();
-        order.sort_by(|&a, &c| svd.singular_values[c].total_cmp(&svd.singular_values[a]));
-        let kk = k.min(n);
-        let sig: Vec<f64> = order[..kk]
-            .iter()
-            .map(|&i| svd.singular_values[i])
-            .collect();
-        let (pu, pv) = (svd.u.expect("U"), svd.v_t.expect("Vᵀ"));
-        let mut uu = DMatrix::zeros(out, kk);
-        let mut vv = DMatrix::zeros(inp, kk);
-        for (c, &i) in order[..kk].iter().enumerate() {
-            let mut col_u = DVector::zeros(out);
-            let mut col_v = DVector::zeros(inp);
-            for p in 0..n {
-                col_u.axpy(pu[(p, i)], &us[p], 1.0);
-                col_v.axpy(pv[(i, p)], &vs[p], 1.0);
-            }
-            uu.set_column(c, &col_u.normalize());
-            vv.set_column(c, &col_v.normalize());
-        }
-        let converged = kk == k
+        let r = ritz(&alphas, &betas, &us, &vs, k);
+        let converged = r.0.len() == k
             && history.len() >= 2
             && history[history.len() - 2..].iter().all(|h| {
-                h.len() == kk
+                h.len() == k
                     && h.iter()
-                        .zip(&sig)
-                        .all(|(a, b)| (a - b).abs() <= 1e-13 * sig[0])
+                        .zip(&r.0)
+                        .all(|(a, b)| (a - b).abs() <= 1e-13 * r.0[0])
             });
-        history.push(sig.clone());
-        best = Some((sig, uu, vv));
-        if converged || beta <= 1e-12 * alphas[0] {
+        history.push(r.0.clone());
+        best = Some(r);
+        if converged || beta <= breakdown {
             break;
         }
         betas.push(beta);
@@ -174,6 +151,48 @@ pub fn top_k_dense(m: &DMatrix<f64>, k: usize, seed: u64) -> Triplets {
         v,
         frobenius_sq,
     }
+}
+
+/// Ritz values and vectors: (σ, U, V).
+type Ritz = (Vec<f64>, DMatrix<f64>, DMatrix<f64>);
+
+/// The top `k` triplets of the bidiagonal B (rows = `us.len()`, columns = `vs.len()`, which is
+/// the same or one more) lifted to the Lanczos bases. From the eigenpairs of B Bᵀ rather than
+/// an SVD of B: nalgebra's dense SVD misjudges rank-deficient matrices.
+fn ritz(alphas: &[f64], betas: &[f64], us: &[DVector<f64>], vs: &[DVector<f64>], k: usize) -> Ritz {
+    let (rows, cols) = (us.len(), vs.len());
+    let mut b = DMatrix::<f64>::zeros(rows, cols);
+    for i in 0..rows {
+        b[(i, i)] = alphas[i];
+        if i + 1 < cols {
+            b[(i, i + 1)] = betas[i];
+        }
+    }
+    let eig = (&b * b.transpose()).symmetric_eigen();
+    let mut order: Vec<usize> = (0..rows).collect();
+    order.sort_by(|&a, &c| eig.eigenvalues[c].total_cmp(&eig.eigenvalues[a]));
+    let kk = k.min(rows);
+    let (out, inp) = (us[0].len(), vs[0].len());
+    let mut uu = DMatrix::zeros(out, kk);
+    let mut vv = DMatrix::zeros(inp, kk);
+    let mut sig = Vec::with_capacity(kk);
+    for (c, &i) in order[..kk].iter().enumerate() {
+        let y = eig.eigenvectors.column(i);
+        let x = b.tr_mul(&y);
+        let mut col_u = DVector::zeros(out);
+        let mut col_v = DVector::zeros(inp);
+        for p in 0..rows {
+            col_u.axpy(y[p], &us[p], 1.0);
+        }
+        for p in 0..cols {
+            col_v.axpy(x[p], &vs[p], 1.0);
+        }
+        uu.set_column(c, &col_u.normalize());
+        let n = col_v.norm();
+        vv.set_column(c, &if n > 0.0 { col_v / n } else { col_v });
+        sig.push(eig.eigenvalues[i].max(0.0).sqrt());
+    }
+    (sig, uu, vv)
 }
 
 /// Two passes of classical Gram–Schmidt against an orthonormal set ("twice is enough").

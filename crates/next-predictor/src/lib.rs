@@ -1,0 +1,168 @@
+//! `next-predictor`: where a rank-1 weight trajectory goes next, and the adapter that jumps
+//! there.
+//!
+//! A [`Trajectory`] is the sign-aligned rank-1 global records (σ_t, u_t, v_t of W_t − W_0) of
+//! every matrix, read from a `next-trajectory` store. A [`TrajectoryPredictor`] fits it and
+//! predicts, per matrix, the change W_(t+h) − W_t from the last observed step t as a few
+//! rank-1 terms. `linear` holds the linear peers (RLVR-Linearity's two-point extrapolation,
+//! AlphaRL's linear fit of u·σ, RELEX's temporal OLS along the top direction); `extend` writes
+//! the current adapter plus λ times a prediction as an exact PEFT adapter of rank r + k.
+//!
+//! Not built yet: NExt's learned MLP predictors (`next-reference`, `next`), which need tch.
+//!
+//! Architecture invariant: never depends on tch or on the model crate; it reads stores and
+//! adapters and writes adapters, so it works on any trainer's runs.
+
+use nalgebra::DVector;
+use next_trajectory::store::{Kind, Store};
+
+pub mod extend;
+pub mod linear;
+
+/// Errors of fitting, predicting and writing extended adapters.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Trajectory(#[from] next_trajectory::Error),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    /// The trajectory cannot support the request (too short, a module missing, ...).
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Error {
+    pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// One matrix's observed rank-1 trajectory of W_t − W_0, signs aligned.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    /// PEFT key stem (or weight name in full-parameter stores).
+    pub module: String,
+    pub steps: Vec<u64>,
+    pub sigma: Vec<f64>,
+    pub u: Vec<DVector<f64>>,
+    pub v: Vec<DVector<f64>>,
+}
+
+impl Series {
+    pub fn last(&self) -> usize {
+        self.steps.len() - 1
+    }
+}
+
+/// Every matrix's series, all over the same steps.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trajectory {
+    pub series: Vec<Series>,
+}
+
+impl Trajectory {
+    /// The global records of a store, aligned.
+    pub fn from_store(store: &Store) -> Result<Self> {
+        let mut series = vec![];
+        for (m, module) in store.index.modules.iter().enumerate() {
+            let records = store.series(m, Kind::Global, true);
+            let to_vec = |x: &[f32]| DVector::from_iterator(x.len(), x.iter().map(|v| *v as f64));
+            series.push(Series {
+                module: module.name.clone(),
+                steps: records.iter().map(|r| r.step).collect(),
+                sigma: records.iter().map(|r| r.sigma[0]).collect(),
+                u: records.iter().map(|r| to_vec(r.u1(module.out))).collect(),
+                v: records.iter().map(|r| to_vec(r.v1(module.inp))).collect(),
+            });
+        }
+        let t = Self { series };
+        t.check(1)?;
+        Ok(t)
+    }
+
+    /// Refuses trajectories with fewer than `min` points or uneven steps across matrices.
+    pub fn check(&self, min: usize) -> Result<()> {
+        let first = self
+            .series
+            .first()
+            .ok_or_else(|| Error::Unsupported("the trajectory has no matrices".into()))?;
+        if first.steps.len() < min {
+            return Err(Error::Unsupported(format!(
+                "the trajectory has {} checkpoint(s); this predictor needs at least {min}",
+                first.steps.len()
+            )));
+        }
+        for s in &self.series {
+            if s.steps != first.steps {
+                return Err(Error::Unsupported(format!(
+                    "module `{}` has records at steps {:?}, `{}` at {:?}",
+                    s.module, s.steps, first.module, first.steps
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The last observed step.
+    pub fn last_step(&self) -> u64 {
+        self.series[0].steps[self.series[0].last()]
+    }
+}
+
+/// A predicted change of one matrix, `Σ σ_j u_j v_jᵀ` (σ descending, u and v unit).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prediction {
+    pub module: String,
+    pub terms: Vec<(f64, DVector<f64>, DVector<f64>)>,
+}
+
+/// Fits a trajectory and predicts each matrix's change over the next `horizon` steps.
+pub trait TrajectoryPredictor {
+    /// The name users pick it by.
+    fn name(&self) -> &'static str;
+    /// Learns from the observed trajectory.
+    fn fit(&mut self, trajectory: &Trajectory) -> Result<()>;
+    /// W_(t+horizon) − W_t per matrix, t the last observed step, as at most `rank` terms.
+    fn predict(
+        &self,
+        trajectory: &Trajectory,
+        horizon: u64,
+        rank: usize,
+    ) -> Result<Vec<Prediction>>;
+    /// The fitted state, for the run directory.
+    fn state(&self) -> serde_json::Value;
+}
+
+/// The predictors available, by name.
+pub const PREDICTORS: [&str; 3] = ["two-point", "linear-alpharl", "linear-relex"];
+
+/// A predictor by name (`window`: how many latest checkpoints the linear fits use; None: all).
+pub fn by_name(name: &str, window: Option<usize>) -> Result<Box<dyn TrajectoryPredictor>> {
+    Ok(match name {
+        "two-point" => Box::new(linear::TwoPoint::default()),
+        "linear-alpharl" => Box::new(linear::AlphaRl::new(window)),
+        "linear-relex" => Box::new(linear::Relex::new(window)),
+        "next" | "next-reference" => {
+            return Err(Error::Invalid(format!(
+                "predictor `{name}` (NExt's learned MLP) is not built yet; available: {}",
+                PREDICTORS.join(", ")
+            )))
+        }
+        other => {
+            return Err(Error::Invalid(format!(
+                "unknown predictor `{other}`; available: {}",
+                PREDICTORS.join(", ")
+            )))
+        }
+    })
+}
