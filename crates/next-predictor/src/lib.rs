@@ -149,7 +149,7 @@ pub const PREDICTORS: [&str; 3] = ["two-point", "linear-alpharl", "linear-relex"
 /// A predictor by name (`window`: how many latest checkpoints the linear fits use; None: all).
 pub fn by_name(name: &str, window: Option<usize>) -> Result<Box<dyn TrajectoryPredictor>> {
     Ok(match name {
-        "two-point" => Box::new(linear::TwoPoint::default()),
+        "two-point" => Box::new(linear::TwoPoint),
         "linear-alpharl" => Box::new(linear::AlphaRl::new(window)),
         "linear-relex" => Box::new(linear::Relex::new(window)),
         "next" | "next-reference" => {

@@ -181,10 +181,12 @@ impl TrajectoryPredictor for AlphaRl {
 #[derive(Debug)]
 pub struct Relex {
     window: Option<usize>,
-    /// Per module: the window's indices, V1's weights on them (V1 = Σ w_i g_i), and the
-    /// line c(t) = a + b t.
-    fits: Vec<(std::ops::Range<usize>, Vec<f64>, (f64, f64))>,
+    fits: Vec<RelexFit>,
 }
+
+/// One matrix's RELEX fit: the window's indices, V1's weights on them (V1 = Σ w_i g_i), and
+/// the line c(t) = a + b t.
+type RelexFit = (std::ops::Range<usize>, Vec<f64>, (f64, f64));
 
 impl Relex {
     pub fn new(window: Option<usize>) -> Self {
