@@ -299,6 +299,51 @@ fn own_runs_extract_incrementally_and_analyze() {
         serde_json::from_str(&std::fs::read_to_string(x.join("extend.json")).unwrap()).unwrap();
     assert_eq!(meta["from_step"], 10);
     assert_eq!(meta["horizon"], 4);
+
+    // λ chosen on the validation set, against no jump; every candidate recorded.
+    let chosen = dir.path().join("chosen");
+    ok(next(&[
+        "extend",
+        "--run",
+        run_s,
+        "--predictor",
+        "linear-relex",
+        "--search",
+        "grid",
+        "--grid",
+        "0.5,1",
+        "--out",
+        chosen.to_str().unwrap(),
+    ]));
+    let meta: Value =
+        serde_json::from_str(&std::fs::read_to_string(chosen.join("extend.json")).unwrap())
+            .unwrap();
+    let cands = meta["candidates"].as_array().unwrap();
+    assert_eq!(cands.len(), 3, "{meta}");
+    let top = cands
+        .iter()
+        .map(|c| c["score"].as_f64().unwrap())
+        .fold(f64::MIN, f64::max);
+    let chosen_score = cands
+        .iter()
+        .find(|c| c["lambda"] == meta["lambda"])
+        .unwrap()["score"]
+        .as_f64()
+        .unwrap();
+    assert_eq!(chosen_score, top);
+    assert!(meta["search_tokens"].as_u64().unwrap() > 0);
+    let leftovers = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with(".lambda-search")
+        })
+        .count();
+    assert_eq!(leftovers, 0, "scratch candidates are removed");
+
     let bad = next(&[
         "extend",
         "--run",

@@ -6,7 +6,8 @@
 //! predicts, per matrix, the change W_(t+h) − W_t from the last observed step t as a few
 //! rank-1 terms. `linear` holds the linear peers (RLVR-Linearity's two-point extrapolation,
 //! AlphaRL's linear fit of u·σ, RELEX's temporal OLS along the top direction); `extend` writes
-//! the current adapter plus λ times a prediction as an exact PEFT adapter of rank r + k.
+//! the current adapter plus λ times a prediction as an exact PEFT adapter of rank r + k;
+//! `search` picks λ with a caller-supplied score (the task's verifier on validation prompts).
 //!
 //! Not built yet: NExt's learned MLP predictors (`next-reference`, `next`), which need tch.
 //!
@@ -18,6 +19,7 @@ use next_trajectory::store::{Kind, Store};
 
 pub mod extend;
 pub mod linear;
+pub mod search;
 
 /// Errors of fitting, predicting and writing extended adapters.
 #[derive(Debug, thiserror::Error)]

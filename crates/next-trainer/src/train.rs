@@ -480,12 +480,12 @@ fn stop_tokens(model: &Model, tok: &Tokenizer) -> (Vec<i64>, i64) {
 
 /// The greedy validation mean (per data source, averaged, as in the training metrics) of the
 /// base model in `base_dir` with each of `adapters` (None: the base alone) on `cfg`'s
-/// validation set, scored by the task's verifiers.
+/// validation set, scored by the task's verifiers; with the tokens generated for each.
 pub fn evaluate(
     cfg: &TrainConfig,
     base_dir: &Path,
     adapters: &[Option<&Path>],
-) -> Result<Vec<f64>> {
+) -> Result<Vec<(f64, u64)>> {
     if cfg.model.threads > 0 {
         tch::set_num_threads(cfg.model.threads);
     }
@@ -516,7 +516,11 @@ pub fn evaluate(
         };
         let v = tch::no_grad(|| sampler.validate(&val, &greedy, 0))?;
         let means: Vec<f64> = v.mean_by_source.values().copied().collect();
-        out.push(means.iter().sum::<f64>() / means.len().max(1) as f64);
+        let tokens: usize = v.samples.iter().map(|s| s.response_ids.len()).sum();
+        out.push((
+            means.iter().sum::<f64>() / means.len().max(1) as f64,
+            tokens as u64,
+        ));
     }
     Ok(out)
 }
