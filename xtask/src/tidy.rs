@@ -101,6 +101,11 @@ pub fn violations() -> Vec<String> {
         if NO_TCH.contains(&name.as_str()) && (deps("tch") || deps("next-model")) {
             bad.push(format!("{name}/Cargo.toml: must not depend on tch"));
         }
+        if name == "next-predictor" && deps("next-model") {
+            bad.push(format!(
+                "{name}/Cargo.toml: works on stores and adapters, never on the model crate"
+            ));
+        }
         if !ANYHOW_OK.contains(&name.as_str()) && deps("anyhow") {
             bad.push(format!(
                 "{name}/Cargo.toml: library crates use their own error type, not anyhow"

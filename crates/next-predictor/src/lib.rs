@@ -9,16 +9,19 @@
 //! the current adapter plus λ times a prediction as an exact PEFT adapter of rank r + k;
 //! `search` picks λ with a caller-supplied score (the task's verifier on validation prompts).
 //!
-//! Not built yet: NExt's learned MLP predictors (`next-reference`, `next`), which need tch.
+//! `mlp` is NExt as published (`next-reference`): per vector length, a two-branch MLP from the
+//! global and local rank-1 factors to the target's, trained with tch. Not built yet: our
+//! improved learned predictor (`next`).
 //!
-//! Architecture invariant: never depends on tch or on the model crate; it reads stores and
-//! adapters and writes adapters, so it works on any trainer's runs.
+//! Architecture invariant: never depends on the model crate (tch only for the MLP); it reads
+//! stores and adapters and writes adapters, so it works on any trainer's runs.
 
 use nalgebra::DVector;
 use next_trajectory::store::{Kind, Store};
 
 pub mod extend;
 pub mod linear;
+pub mod mlp;
 pub mod search;
 
 /// Errors of fitting, predicting and writing extended adapters.
@@ -36,6 +39,8 @@ pub enum Error {
     Unsupported(String),
     #[error("{0}")]
     Invalid(String),
+    #[error(transparent)]
+    Torch(#[from] tch::TchError),
 }
 
 impl Error {
@@ -69,25 +74,47 @@ impl Series {
 /// Every matrix's series, all over the same steps.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Trajectory {
+    /// The global deltas W_t − W_0, signs aligned.
     pub series: Vec<Series>,
+    /// The global, local and target records with the signs the SVD gave them (for the
+    /// faithful NExt reference, which does not align them).
+    pub raw: [Vec<Series>; 3],
+    /// g of the store's target deltas W_(t+g) − W_t.
+    pub target_gap: u64,
 }
 
 impl Trajectory {
-    /// The global records of a store, aligned.
+    /// The records of a store.
     pub fn from_store(store: &Store) -> Result<Self> {
-        let mut series = vec![];
-        for (m, module) in store.index.modules.iter().enumerate() {
-            let records = store.series(m, Kind::Global, true);
-            let to_vec = |x: &[f32]| DVector::from_iterator(x.len(), x.iter().map(|v| *v as f64));
-            series.push(Series {
-                module: module.name.clone(),
-                steps: records.iter().map(|r| r.step).collect(),
-                sigma: records.iter().map(|r| r.sigma[0]).collect(),
-                u: records.iter().map(|r| to_vec(r.u1(module.out))).collect(),
-                v: records.iter().map(|r| to_vec(r.v1(module.inp))).collect(),
-            });
-        }
-        let t = Self { series };
+        let read = |kind: Kind, aligned: bool| -> Vec<Series> {
+            store
+                .index
+                .modules
+                .iter()
+                .enumerate()
+                .map(|(m, module)| {
+                    let records = store.series(m, kind, aligned);
+                    let to_vec =
+                        |x: &[f32]| DVector::from_iterator(x.len(), x.iter().map(|v| *v as f64));
+                    Series {
+                        module: module.name.clone(),
+                        steps: records.iter().map(|r| r.step).collect(),
+                        sigma: records.iter().map(|r| r.sigma[0]).collect(),
+                        u: records.iter().map(|r| to_vec(r.u1(module.out))).collect(),
+                        v: records.iter().map(|r| to_vec(r.v1(module.inp))).collect(),
+                    }
+                })
+                .collect()
+        };
+        let t = Self {
+            series: read(Kind::Global, true),
+            raw: [
+                read(Kind::Global, false),
+                read(Kind::Local, false),
+                read(Kind::Target, false),
+            ],
+            target_gap: store.index.target_gap,
+        };
         t.check(1)?;
         Ok(t)
     }
@@ -146,7 +173,12 @@ pub trait TrajectoryPredictor {
 }
 
 /// The predictors available, by name.
-pub const PREDICTORS: [&str; 3] = ["two-point", "linear-alpharl", "linear-relex"];
+pub const PREDICTORS: [&str; 4] = [
+    "two-point",
+    "linear-alpharl",
+    "linear-relex",
+    "next-reference",
+];
 
 /// A predictor by name (`window`: how many latest checkpoints the linear fits use; None: all).
 pub fn by_name(name: &str, window: Option<usize>) -> Result<Box<dyn TrajectoryPredictor>> {
@@ -154,11 +186,12 @@ pub fn by_name(name: &str, window: Option<usize>) -> Result<Box<dyn TrajectoryPr
         "two-point" => Box::new(linear::TwoPoint),
         "linear-alpharl" => Box::new(linear::AlphaRl::new(window)),
         "linear-relex" => Box::new(linear::Relex::new(window)),
-        "next" | "next-reference" => {
+        "next-reference" => Box::new(mlp::NextReference::default()),
+        "next" => {
             return Err(Error::Invalid(format!(
-                "predictor `{name}` (NExt's learned MLP) is not built yet; available: {}",
-                PREDICTORS.join(", ")
-            )))
+            "predictor `{name}` (our improved learned predictor) is not built yet; available: {}",
+            PREDICTORS.join(", ")
+        )))
         }
         other => {
             return Err(Error::Invalid(format!(
