@@ -280,14 +280,12 @@ pub fn top_k(terms: &[Term], k: usize) -> Result<Triplets> {
             }
         }
     }
-    // L = Q S Vᵀ from LᵀL; then M Mᵀ = Q (S Vᵀ (R Rᵀ) V S) Qᵀ, so the eigenpairs (σ², y) of
-    // that small matrix give σ, u = L V S⁻¹ y, and v = Mᵀu / σ = Rᵀ (V S y) / σ.
-    let (vl, sl) = gram_basis(gl);
-    let mut vs = vl.clone();
-    for (j, s) in sl.iter().enumerate() {
-        vs.column_mut(j).scale_mut(*s);
-    }
-    let inner = vs.transpose() * gr * &vs;
+    // Factor LᵀL: with a well-conditioned Cholesky LᵀL = C Cᵀ, L = Q Cᵀ and
+    // M Mᵀ = Q (Cᵀ (R Rᵀ) C) Qᵀ, so the eigenpairs (σ², y) of that small matrix give σ,
+    // u = L C⁻ᵀ y and v = Mᵀu / σ = Rᵀ (C y) / σ. Otherwise (rank-deficient factors) the same
+    // with C = V S from the eigendecomposition, dropping the null space: u = L V S⁻¹ y.
+    let basis = Basis::new(gl);
+    let inner = basis.c.tr_mul(&gr) * &basis.c;
     let frobenius_sq = inner.trace().max(0.0);
     // Terms that cancel (W_t − W_t, a zero B) leave rounding noise: call it zero, relative to
     // the size of the terms, so that a zero delta has σ = 0 and energy 0.
@@ -302,9 +300,8 @@ pub fn top_k(terms: &[Term], k: usize) -> Result<Triplets> {
     let mut v = DMatrix::<f64>::zeros(inp, k);
     let mut sigma = Vec::with_capacity(k);
     for (j, &e) in order.iter().take(k).enumerate() {
-        let y = eig.eigenvectors.column(e);
-        let cu = DVector::from_iterator(sl.len(), (0..sl.len()).map(|p| y[p] / sl[p]));
-        let (wl, wr) = (&vl * cu, &vs * y);
+        let y = eig.eigenvectors.column(e).into_owned();
+        let (wl, wr) = (basis.left(&y), &basis.c * &y);
         let mut uj = DVector::<f64>::zeros(out);
         let mut vj = DVector::<f64>::zeros(inp);
         for (i, t) in terms.iter().enumerate() {
@@ -325,6 +322,61 @@ pub fn top_k(terms: &[Term], k: usize) -> Result<Triplets> {
         v,
         frobenius_sq,
     })
+}
+
+/// A factor C of a Gram matrix G = C Cᵀ (k x k', k' ≤ k), and how to apply C⁻ᵀ.
+struct Basis {
+    c: DMatrix<f64>,
+    /// Some: C is the Cholesky factor (lower triangular, k' = k). None: C = V S.
+    cholesky: bool,
+    /// With the eigen route: V and S (C = V S).
+    v: DMatrix<f64>,
+    s: Vec<f64>,
+}
+
+impl Basis {
+    fn new(g: DMatrix<f64>) -> Self {
+        // Cholesky costs a fraction of an eigendecomposition; use it when the pivots show a
+        // well-conditioned G (ratio 1e-5, condition ≤ 1e10), where C⁻ᵀ amplifies rounding
+        // by at most that much.
+        if let Some(ch) = g.clone().cholesky() {
+            let c = ch.unpack();
+            let d = c.diagonal();
+            let (lo, hi) = (d.min(), d.max());
+            if hi > 0.0 && lo > 1e-5 * hi {
+                return Self {
+                    c,
+                    cholesky: true,
+                    v: DMatrix::zeros(0, 0),
+                    s: vec![],
+                };
+            }
+        }
+        let (v, s) = gram_basis(g);
+        let mut c = v.clone();
+        for (j, x) in s.iter().enumerate() {
+            c.column_mut(j).scale_mut(*x);
+        }
+        Self {
+            c,
+            cholesky: false,
+            v,
+            s,
+        }
+    }
+
+    /// C⁻ᵀ y (on the kept subspace).
+    fn left(&self, y: &DVector<f64>) -> DVector<f64> {
+        if self.cholesky {
+            self.c
+                .tr_solve_lower_triangular(y)
+                .expect("a Cholesky factor with positive pivots is invertible")
+        } else {
+            let scaled =
+                DVector::from_iterator(self.s.len(), (0..self.s.len()).map(|p| y[p] / self.s[p]));
+            &self.v * scaled
+        }
+    }
 }
 
 /// A zero matrix's result: σ = 0 with arbitrary unit directions, so that shapes stay uniform.
