@@ -6,6 +6,7 @@ mod data;
 mod demo;
 mod extend;
 mod generate;
+mod run;
 mod train;
 mod trajectory;
 mod verify;
@@ -37,6 +38,8 @@ enum Command {
     Verify(verify::Args),
     /// Extract the rank-1 trajectory of a run's checkpoints into its store (incremental).
     Extract(trajectory::ExtractArgs),
+    /// The whole predict-extend loop: train, extract, fit, jump (λ by the verifier), continue.
+    Run(run::Args),
     /// Jump an adapter forward along its predicted trajectory (writes a PEFT adapter).
     Extend(extend::Args),
     /// Inspect a run's trajectory store.
@@ -58,6 +61,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Extract(args) => trajectory::extract(args),
         Command::Trajectory(cmd) => trajectory::run(cmd),
         Command::Extend(args) => extend::run(args),
+        Command::Run(args) => run::run(args),
     }
 }
 

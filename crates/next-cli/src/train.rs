@@ -36,7 +36,7 @@ pub struct TrainArgs {
     out: PathBuf,
 }
 
-fn bar(len: u64, prefix: &str) -> Result<ProgressBar> {
+pub(crate) fn bar(len: u64, prefix: &str) -> Result<ProgressBar> {
     Ok(
         ProgressBar::new(len).with_style(ProgressStyle::with_template(&format!(
             "{prefix} {{bar:30}} {{pos}}/{{len}} {{msg}} [{{elapsed}}<{{eta}}]"
@@ -45,7 +45,7 @@ fn bar(len: u64, prefix: &str) -> Result<ProgressBar> {
 }
 
 /// Prints a line above the bar, or plainly when the bar is hidden (output not a terminal).
-fn say(pb: &ProgressBar, line: String) {
+pub(crate) fn say(pb: &ProgressBar, line: String) {
     if pb.is_hidden() {
         eprintln!("{line}");
     } else {
@@ -53,7 +53,7 @@ fn say(pb: &ProgressBar, line: String) {
     }
 }
 
-fn ensure_base(cfg: &mut TrainConfig) -> Result<PathBuf> {
+pub(crate) fn ensure_base(cfg: &mut TrainConfig) -> Result<PathBuf> {
     if !cfg.model.path.is_empty() {
         return Ok(PathBuf::from(&cfg.model.path));
     }

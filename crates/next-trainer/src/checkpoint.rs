@@ -156,3 +156,34 @@ pub fn load_state(run: &Path, step: usize, model: &Model, opt: &mut AdamW) -> Re
     opt.step = step_t.int64_value(&[0]);
     Ok(state)
 }
+
+/// Starts `run` at the checkpoint step `state.step` of another run, with `adapter` (for
+/// instance that checkpoint's adapter plus a predicted jump, of rank r + k) and fresh AdamW
+/// moments: `train` then resumes from it. The moments are reset rather than carried over
+/// because they describe the pre-jump factors (the jump also adds factor columns they have no
+/// entry for); the learning-rate schedule continues from the step, and Adam's bias correction
+/// restarts, so the first update has the size of a first update, not a stale one.
+pub fn start_from(
+    run: &Path,
+    base_dir: &Path,
+    opts: next_model::LoadOptions,
+    adapter: &Path,
+    state: &TrainerState,
+) -> Result<()> {
+    std::fs::create_dir_all(run).map_err(io(run))?;
+    let mut model = Model::load(base_dir, opts)?;
+    model.load_adapter(adapter)?;
+    let params: Vec<Tensor> = model
+        .lora_parameters()
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
+    let opt = AdamW::new(&params, &crate::config::OptimConfig::default());
+    save(run, &model, &opt, state, &base_dir.display().to_string())
+}
+
+/// The trainer state saved with checkpoint `step` of `run`.
+pub fn state(run: &Path, step: usize) -> Result<TrainerState> {
+    next_model::io::read_json(&step_dir(run, step).join("actor/trainer_state.json"))
+        .map_err(Error::from)
+}

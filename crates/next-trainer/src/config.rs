@@ -277,6 +277,9 @@ pub struct TrainerSection {
     pub val_every: usize,
     /// Print a line every this many steps.
     pub log_every: usize,
+    /// Stop after this step (0: at `steps`); the learning-rate schedule still spans `steps`.
+    /// The predict-extend scheduler trains a run in segments this way.
+    pub stop_at: usize,
 }
 
 impl Default for TrainerSection {
@@ -289,6 +292,7 @@ impl Default for TrainerSection {
             save_every: 10,
             val_every: 10,
             log_every: 10,
+            stop_at: 0,
         }
     }
 }

@@ -642,7 +642,12 @@ pub fn train(
             metrics: m,
         });
     }
-    for step in first_step..t.steps {
+    let end = if t.stop_at > 0 {
+        t.stop_at.min(t.steps)
+    } else {
+        t.steps
+    };
+    for step in first_step..end {
         let (idx, data_epoch, data_index) =
             prompts_for(step, t.prompts_per_step, tr.train.len(), t.seed);
         let mut m = tr
@@ -657,7 +662,7 @@ pub fn train(
                 (e, _) => e,
             })?;
         let done = step + 1;
-        if done % t.val_every.max(1) == 0 || done == t.steps {
+        if done % t.val_every.max(1) == 0 || done == end {
             let v = tr.validate(done)?;
             last_val = greedy_val_mean(&v).or(last_val);
             on_event(Event::Validation {
@@ -671,7 +676,7 @@ pub fn train(
             step: done,
             metrics: m,
         });
-        if done % t.save_every.max(1) == 0 || done == t.steps {
+        if done % t.save_every.max(1) == 0 || done == end {
             let state = TrainerState {
                 step: done,
                 seed: t.seed,

@@ -1,0 +1,112 @@
+//! `next run`: the whole predict-extend loop — train a segment, extract, fit, choose a jump with
+//! the verifier, continue from it — resumable in any phase.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use next_scheduler::{Event, InProcess, Phase, SchedulerConfig};
+use next_trainer::config::TrainConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::train::{bar, ensure_base, say};
+
+/// RLVR with predict-extend: train `scheduler.segment_steps`, jump along the predicted rank-1
+/// trajectory (λ chosen by the task's verifier, against no jump), continue; `scheduler.rounds`
+/// times, then train to `trainer.steps`. Kill it at any moment and run it again to resume.
+///
+/// The config is `next train`'s plus a [scheduler] table (segment_steps, rounds, predictor,
+/// horizon, search, grid, lambda, lambda_max, evals, rank, window).
+///
+/// Example: `next run --out runs/pe --set scheduler.predictor=two-point`
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// TOML config; without one, the embedded default.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Overrides, e.g. `--set scheduler.rounds=2`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+    /// The run directory.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// `next train`'s config plus the scheduler's table.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct RunConfig {
+    #[serde(flatten)]
+    train: TrainConfig,
+    #[serde(default)]
+    scheduler: SchedulerConfig,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let mut cfg: RunConfig = crate::config::load(a.config.as_deref(), &a.sets)?;
+    let base = ensure_base(&mut cfg.train)?;
+    std::fs::create_dir_all(&a.out)
+        .with_context(|| format!("cannot create {}", a.out.display()))?;
+    crate::config::write_resolved(&a.out.join("config.resolved.toml"), &cfg)?;
+    let total = cfg.train.trainer.steps;
+    let save_every = cfg.train.trainer.save_every;
+    let pb = bar(total as u64, "run")?;
+    let mut engine = InProcess {
+        cfg: cfg.train.clone(),
+        base,
+        on_train: Box::new(|_, e| {
+            if let next_trainer::train::Event::Step { step, .. } = e {
+                pb.set_position(step as u64);
+            }
+        }),
+    };
+    let state = next_scheduler::run(
+        &mut engine,
+        &cfg.scheduler,
+        &a.out,
+        total,
+        save_every,
+        &mut |e| match e {
+            Event::Phase {
+                round,
+                phase,
+                until,
+            } => match phase {
+                Phase::Train => {
+                    pb.set_message(format!("segment {round}: training to step {until}"))
+                }
+                Phase::Extend => pb.set_message(format!("round {round}: extract, fit, choose λ")),
+                Phase::Done => {}
+            },
+            Event::Candidate {
+                round,
+                lambda,
+                score,
+            } => say(
+                &pb,
+                format!("round {round}: λ {lambda:.4} -> validation {score:.4}"),
+            ),
+            Event::Decided(d) => say(
+                &pb,
+                format!(
+                    "round {}: jumped from step {} with {} λ {} ({} candidates, {:.1}s, {} tokens)",
+                    d.round,
+                    d.from_step,
+                    d.predictor,
+                    d.lambda,
+                    d.candidates.len(),
+                    d.search_seconds,
+                    d.search_tokens
+                ),
+            ),
+        },
+    )?;
+    drop(engine);
+    pb.finish_and_clear();
+    eprintln!(
+        "predict-extend run finished: {} steps, {} jump(s) (λ {:?}); run directory {}",
+        total,
+        state.decisions.len(),
+        state.decisions.iter().map(|d| d.lambda).collect::<Vec<_>>(),
+        a.out.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,137 @@
+//! `next run` end to end on a tiny pretrained base: the [scheduler] table is read (unknown keys
+//! refused by name), the loop jumps once and trains to the end, and a second call resumes a
+//! finished run without redoing anything.
+
+use std::process::{Command, Output};
+
+fn next(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_next"))
+        .args(args)
+        .output()
+        .expect("run next")
+}
+
+#[test]
+fn run_jumps_once_and_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base");
+    let pre = next(&[
+        "pretrain",
+        "--out",
+        base.to_str().unwrap(),
+        "--set",
+        "pretrain.task=add2",
+        "--set",
+        "pretrain.hidden_size=64",
+        "--set",
+        "pretrain.layers=2",
+        "--set",
+        "pretrain.intermediate_size=128",
+        "--set",
+        "pretrain.steps=300",
+        "--set",
+        "pretrain.batch=64",
+        "--set",
+        "pretrain.train_size=5000",
+        "--set",
+        "pretrain.warmup_steps=20",
+        "--set",
+        "pretrain.threads=1",
+    ]);
+    assert!(
+        pre.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pre.stderr)
+    );
+    let cfg = dir.path().join("run.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+[model]
+path = "{}"
+threads = 1
+[lora]
+r = 4
+alpha = 8.0
+[data]
+task = "add2"
+train_size = 100
+val_size = 32
+[rollout]
+n = 4
+max_new_tokens = 4
+[trainer]
+steps = 8
+prompts_per_step = 2
+micro_batch = 8
+save_every = 2
+val_every = 100
+[scheduler]
+segment_steps = 4
+horizon = 2
+predictor = "linear-alpharl"
+search = "golden"
+lambda_max = 8.0
+evals = 3
+"#,
+            base.display()
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("run");
+    let args = [
+        "run",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let first = next(&args);
+    let err = String::from_utf8_lossy(&first.stderr);
+    assert!(first.status.success(), "{err}");
+    assert!(
+        err.contains("jumped from step 4 with linear-alpharl"),
+        "{err}"
+    );
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("scheduler.json")).unwrap())
+            .unwrap();
+    assert_eq!(state["phase"], "done");
+    assert_eq!(
+        state["decisions"][0]["candidates"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4,
+        "λ = 0 and 3 evaluations"
+    );
+    assert!(out
+        .join("segment-1/global_step_8/actor/lora_adapter/adapter_config.json")
+        .is_file());
+    let resolved = std::fs::read_to_string(out.join("config.resolved.toml")).unwrap();
+    assert!(
+        resolved.contains("[scheduler]") && resolved.contains("linear-alpharl"),
+        "{resolved}"
+    );
+    // Finished: running it again does nothing but report.
+    let again = next(&args);
+    assert!(again.status.success());
+    assert!(
+        !String::from_utf8_lossy(&again.stderr).contains("-> validation"),
+        "no candidate is re-scored"
+    );
+
+    let bad = next(&[
+        "run",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--set",
+        "scheduler.jumps=3",
+    ]);
+    assert_eq!(bad.status.code(), Some(1));
+    let e = String::from_utf8_lossy(&bad.stderr);
+    assert!(e.contains("jumps"), "{e}");
+}

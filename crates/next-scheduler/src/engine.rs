@@ -1,0 +1,57 @@
+//! The in-process engine: this project's trainer, run segment by segment with the learning-rate
+//! schedule of the whole run.
+
+use std::path::{Path, PathBuf};
+
+use next_trainer::checkpoint;
+use next_trainer::config::TrainConfig;
+use next_trainer::train::{self, Event};
+
+use crate::{Engine, Result};
+
+/// A callback for training progress: the segment's run directory and the trainer's event.
+pub type TrainProgress<'a> = Box<dyn FnMut(&Path, Event) + 'a>;
+
+/// This project's trainer behind the [`Engine`] seam.
+pub struct InProcess<'a> {
+    pub cfg: TrainConfig,
+    pub base: PathBuf,
+    /// Training progress (steps, validations, checkpoints) of every segment.
+    pub on_train: TrainProgress<'a>,
+}
+
+impl std::fmt::Debug for InProcess<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InProcess")
+            .field("base", &self.base)
+            .finish()
+    }
+}
+
+impl Engine for InProcess<'_> {
+    fn train(&mut self, run: &Path, step: usize) -> Result<()> {
+        let mut cfg = self.cfg.clone();
+        cfg.trainer.stop_at = step;
+        let on = &mut self.on_train;
+        train::train(&cfg, run, &self.base, &mut |e| on(run, e))?;
+        Ok(())
+    }
+
+    fn score(&mut self, adapter: &Path) -> Result<(f64, u64)> {
+        Ok(train::evaluate(&self.cfg, &self.base, &[Some(adapter)])?[0])
+    }
+
+    fn start_from(&mut self, run: &Path, from: &Path, step: usize, adapter: &Path) -> Result<()> {
+        let state = checkpoint::state(from, step)?;
+        let opts = next_model::LoadOptions {
+            dtype: Some(
+                next_model::parse_dtype(&self.cfg.model.dtype)
+                    .map_err(next_trainer::Error::from)?,
+            ),
+            device: next_model::parse_device(&self.cfg.model.device)
+                .map_err(next_trainer::Error::from)?,
+        };
+        checkpoint::start_from(run, &self.base, opts, adapter, &state)?;
+        Ok(())
+    }
+}

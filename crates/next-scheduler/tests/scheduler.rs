@@ -1,0 +1,218 @@
+//! The predict-extend loop on a tiny model: a deterministic decision trace (insta snapshot), a
+//! run interrupted in its extend phase resumes there and ends where an uninterrupted one does,
+//! and bad plans are refused.
+
+use std::path::Path;
+
+use std::sync::OnceLock;
+
+use next_scheduler::{run, Engine, InProcess, SchedulerConfig, State};
+use next_trainer::config::TrainConfig;
+
+/// A tiny base pretrained on 2-digit addition until greedy accuracy is about 0.2 (seconds),
+/// so that RL, jumps and their scores all have something to move.
+fn base() -> &'static Path {
+    static BASE: OnceLock<tempfile::TempDir> = OnceLock::new();
+    BASE.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = TrainConfig::default().pretrain;
+        (p.task, p.hidden_size, p.layers, p.intermediate_size) = ("add2".into(), 64, 2, 128);
+        (p.steps, p.batch, p.train_size, p.warmup_steps, p.threads) = (300, 64, 5000, 20, 1);
+        next_trainer::pretrain::pretrain(&p, dir.path(), &mut |_| {}).unwrap();
+        dir
+    })
+    .path()
+}
+
+fn train_config() -> TrainConfig {
+    let mut c = TrainConfig::default();
+    c.model.path = base().display().to_string();
+    c.model.threads = 1;
+    c.lora.r = 4;
+    c.lora.alpha = 8.0;
+    c.data.task = "add2".into();
+    c.data.train_size = 100;
+    c.data.val_size = 64;
+    c.rollout.n = 4;
+    c.rollout.max_new_tokens = 4;
+    c.trainer.steps = 12;
+    c.trainer.prompts_per_step = 2;
+    c.trainer.micro_batch = 8;
+    c.trainer.save_every = 2;
+    c.trainer.val_every = 100;
+    c.trainer.seed = 1;
+    c
+}
+
+fn plan() -> SchedulerConfig {
+    SchedulerConfig {
+        segment_steps: 6,
+        rounds: 1,
+        predictor: "two-point".into(),
+        horizon: 2,
+        search: "grid".into(),
+        grid: vec![1.0, 10.0, 50.0],
+        ..SchedulerConfig::default()
+    }
+}
+
+fn engine(cfg: &TrainConfig) -> InProcess<'static> {
+    InProcess {
+        cfg: cfg.clone(),
+        base: cfg.model.path.clone().into(),
+        on_train: Box::new(|_, _| {}),
+    }
+}
+
+/// The state without timings.
+fn trace(state: &State) -> String {
+    let mut s = format!("round {} phase {:?}\n", state.round, state.phase);
+    for d in &state.decisions {
+        s.push_str(&format!(
+            "round {} from step {} predictor {} horizon {}\n",
+            d.round, d.from_step, d.predictor, d.horizon
+        ));
+        for (l, score) in &d.candidates {
+            s.push_str(&format!("  λ {l:<4} validation {score:.4}\n"));
+        }
+        s.push_str(&format!("  chosen λ {}\n", d.lambda));
+    }
+    s
+}
+
+fn final_adapter(run_dir: &Path) -> Vec<u8> {
+    std::fs::read(
+        run_dir.join("segment-1/global_step_12/actor/lora_adapter/adapter_model.safetensors"),
+    )
+    .unwrap()
+}
+
+#[test]
+fn decision_trace_is_deterministic() {
+    let cfg = train_config();
+    let dir = tempfile::tempdir().unwrap();
+    let state = run(&mut engine(&cfg), &plan(), dir.path(), 12, 2, &mut |_| {}).unwrap();
+    insta::assert_snapshot!(trace(&state));
+    // The jump's adapter has rank r + 1 and the continuation trained from it to the end.
+    let cfg_json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            dir.path()
+                .join("segment-1/global_step_12/actor/lora_adapter/adapter_config.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(cfg_json["r"], 5);
+}
+
+/// Delegates to the real engine but fails the `fail_at`-th score call, as a kill would.
+struct Flaky<'a> {
+    inner: InProcess<'a>,
+    calls: usize,
+    fail_at: usize,
+}
+
+impl Engine for Flaky<'_> {
+    fn train(&mut self, run: &Path, step: usize) -> next_scheduler::Result<()> {
+        self.inner.train(run, step)
+    }
+    fn score(&mut self, adapter: &Path) -> next_scheduler::Result<(f64, u64)> {
+        self.calls += 1;
+        if self.calls == self.fail_at {
+            return Err(next_scheduler::Error::Config("killed".into()));
+        }
+        self.inner.score(adapter)
+    }
+    fn start_from(
+        &mut self,
+        run: &Path,
+        from: &Path,
+        step: usize,
+        adapter: &Path,
+    ) -> next_scheduler::Result<()> {
+        self.inner.start_from(run, from, step, adapter)
+    }
+}
+
+#[test]
+fn a_run_interrupted_while_extending_resumes_there() {
+    let cfg = train_config();
+    let whole = tempfile::tempdir().unwrap();
+    let expected = run(&mut engine(&cfg), &plan(), whole.path(), 12, 2, &mut |_| {}).unwrap();
+
+    let cut = tempfile::tempdir().unwrap();
+    let mut flaky = Flaky {
+        inner: engine(&cfg),
+        calls: 0,
+        fail_at: 3,
+    };
+    let err = run(&mut flaky, &plan(), cut.path(), 12, 2, &mut |_| {}).unwrap_err();
+    assert!(err.to_string().contains("killed"), "{err}");
+    let saved: State =
+        serde_json::from_str(&std::fs::read_to_string(cut.path().join("scheduler.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        saved.phase,
+        next_scheduler::Phase::Extend,
+        "the training phase was recorded done"
+    );
+    let resumed = run(&mut engine(&cfg), &plan(), cut.path(), 12, 2, &mut |_| {}).unwrap();
+    assert_eq!(trace(&resumed), trace(&expected));
+    assert_eq!(final_adapter(cut.path()), final_adapter(whole.path()));
+}
+
+#[test]
+fn bad_plans_are_refused() {
+    let cfg = train_config();
+    let dir = tempfile::tempdir().unwrap();
+    let cases: Vec<(SchedulerConfig, &str)> = vec![
+        (
+            SchedulerConfig {
+                segment_steps: 5,
+                ..plan()
+            },
+            "multiple of trainer.save_every",
+        ),
+        (
+            SchedulerConfig {
+                horizon: 3,
+                ..plan()
+            },
+            "scheduler.horizon",
+        ),
+        (
+            SchedulerConfig {
+                rounds: 2,
+                ..plan()
+            },
+            "leave no steps",
+        ),
+        (
+            SchedulerConfig {
+                search: "random".into(),
+                ..plan()
+            },
+            "grid, golden or none",
+        ),
+        (
+            SchedulerConfig {
+                predictor: "oracle".into(),
+                ..plan()
+            },
+            "unknown predictor",
+        ),
+        (
+            SchedulerConfig {
+                grid: vec![],
+                ..plan()
+            },
+            "empty",
+        ),
+    ];
+    for (p, want) in cases {
+        let err = run(&mut engine(&cfg), &p, dir.path(), 12, 2, &mut |_| {})
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(want), "{want}: {err}");
+    }
+}
