@@ -10,8 +10,9 @@
 //! `search` picks λ with a caller-supplied score (the task's verifier on validation prompts).
 //!
 //! `mlp` is NExt as published (`next-reference`): per vector length, a two-branch MLP from the
-//! global and local rank-1 factors to the target's, trained with tch. Not built yet: our
-//! improved learned predictor (`next`).
+//! global and local rank-1 factors to the target's, trained with tch. `curves` is ours (`next`):
+//! per matrix, the trajectory's top directions with a curve per coefficient chosen by how well
+//! it predicts the latest checkpoints.
 //!
 //! Architecture invariant: never depends on the model crate (tch only for the MLP); it reads
 //! stores and adapters and writes adapters, so it works on any trainer's runs.
@@ -19,6 +20,7 @@
 use nalgebra::DVector;
 use next_trajectory::store::{Kind, Store};
 
+pub mod curves;
 pub mod extend;
 pub mod linear;
 pub mod mlp;
@@ -173,11 +175,12 @@ pub trait TrajectoryPredictor {
 }
 
 /// The predictors available, by name.
-pub const PREDICTORS: [&str; 4] = [
+pub const PREDICTORS: [&str; 5] = [
     "two-point",
     "linear-alpharl",
     "linear-relex",
     "next-reference",
+    "next",
 ];
 
 /// A predictor by name (`window`: how many latest checkpoints the linear fits use; None: all).
@@ -187,12 +190,7 @@ pub fn by_name(name: &str, window: Option<usize>) -> Result<Box<dyn TrajectoryPr
         "linear-alpharl" => Box::new(linear::AlphaRl::new(window)),
         "linear-relex" => Box::new(linear::Relex::new(window)),
         "next-reference" => Box::new(mlp::NextReference::default()),
-        "next" => {
-            return Err(Error::Invalid(format!(
-            "predictor `{name}` (our improved learned predictor) is not built yet; available: {}",
-            PREDICTORS.join(", ")
-        )))
-        }
+        "next" => Box::new(curves::Next::new(window)),
         other => {
             return Err(Error::Invalid(format!(
                 "unknown predictor `{other}`; available: {}",

@@ -11,7 +11,7 @@ use serde_json::json;
 use crate::{Error, Prediction, Result, Series, Trajectory, TrajectoryPredictor};
 
 /// The top `rank` triplets of `Σ c_i a_i b_iᵀ`.
-fn reduce(
+pub(crate) fn reduce(
     module: &str,
     terms: &[(f64, &DVector<f64>, &DVector<f64>)],
     rank: usize,
