@@ -28,7 +28,7 @@ pub struct Args {
     /// The trajectory store, when it is not <run>/trajectory.
     #[arg(long)]
     store: Option<PathBuf>,
-    /// two-point, linear-alpharl or linear-relex.
+    /// two-point, linear-alpharl, linear-relex, next-reference (NExt as published) or next.
     #[arg(long)]
     predictor: String,
     /// The extending coefficient: the jump is λ times the predicted change.

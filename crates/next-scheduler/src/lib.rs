@@ -63,7 +63,7 @@ pub struct SchedulerConfig {
     pub segment_steps: usize,
     /// Jumps (predict-extend rounds); the last segment trains to `trainer.steps`.
     pub rounds: usize,
-    /// two-point, linear-alpharl, linear-relex or next-reference.
+    /// two-point, linear-alpharl, linear-relex, next-reference or next.
     pub predictor: String,
     /// Steps each jump predicts ahead (also the store's target gap); a multiple of
     /// `trainer.save_every`.
