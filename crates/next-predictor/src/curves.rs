@@ -66,13 +66,13 @@ impl Curve {
     }
 }
 
-/// The family that best predicts the last `holdout` points from the earlier ones (ties and
-/// unusable families fall back to the line), refitted on all points.
-pub fn select(x: &[f64], y: &[f64], holdout: usize) -> (Curve, DVector<f64>) {
+/// The family among `families` that best predicts the last `holdout` points from the earlier
+/// ones (ties and unusable families fall back to the line), refitted on all points.
+pub fn select(x: &[f64], y: &[f64], holdout: usize, families: &[Curve]) -> (Curve, DVector<f64>) {
     let n = x.len();
     let cut = n.saturating_sub(holdout);
     let mut best = (Curve::Line, f64::INFINITY);
-    for c in Curve::ALL {
+    for &c in families {
         let Some(coef) = c.fit(&x[..cut], &y[..cut]) else {
             continue;
         };
@@ -98,6 +98,9 @@ pub fn select(x: &[f64], y: &[f64], holdout: usize) -> (Curve, DVector<f64>) {
 pub struct Next {
     /// Subspace dimension p.
     pub directions: usize,
+    /// The curve families tried per coefficient (all by default; `[Line]` is the ablation
+    /// without non-linearity).
+    pub curves: Vec<Curve>,
     window: Option<usize>,
     /// Per module: the window's indices, each direction's weights on the window's g_i, and its
     /// selected curve.
@@ -112,6 +115,7 @@ impl Next {
     pub fn new(window: Option<usize>) -> Self {
         Self {
             directions: 2,
+            curves: Curve::ALL.to_vec(),
             window,
             fits: vec![],
         }
@@ -152,7 +156,7 @@ impl TrajectoryPredictor for Next {
                         let wv = eig.eigenvectors.column(e);
                         // V = Σ w_i g_i / √λ; its coefficients c_t = (G w)_t / √λ = √λ w_t.
                         let c: Vec<f64> = wv.iter().map(|x| x * lambda.sqrt()).collect();
-                        let (curve, coef) = select(&x, &c, (n / 4).max(1));
+                        let (curve, coef) = select(&x, &c, (n / 4).max(1), &self.curves);
                         (wv.iter().map(|x| x / lambda.sqrt()).collect(), curve, coef)
                     })
                     .collect();

@@ -5,8 +5,9 @@
 use std::path::Path;
 
 use nalgebra::{DMatrix, DVector};
+use next_predictor::curves::{Curve, Next};
 use next_predictor::extend::write_extended;
-use next_predictor::{by_name, Prediction, Trajectory};
+use next_predictor::{by_name, Prediction, Trajectory, TrajectoryPredictor};
 use next_trajectory::adapter::Adapter;
 use next_trajectory::full::top_k_dense;
 use next_trajectory::layout::Format;
@@ -152,6 +153,26 @@ fn next_beats_the_linear_predictors_on_curved_motion() {
         eprintln!("{name}: {e:.4}, next: {ours:.4}");
         assert!(e.is_finite() && ours < e, "{name}: {e} vs next {ours}");
     }
+    // Each ingredient measured on the same trajectory: the second direction and the curve
+    // choice each lower the error, with or without the other.
+    let ablation = |p: usize, curves: Vec<Curve>| {
+        let mut n = Next::new(None);
+        (n.directions, n.curves) = (p, curves);
+        n.fit(&traj).unwrap();
+        let pr = n.predict(&traj, 30, 1).unwrap();
+        let t = traj.last_step();
+        let truth = curved(0, t + 30) - curved(0, t);
+        (dense(&pr[0]) - &truth).norm() / truth.norm()
+    };
+    let line1 = ablation(1, vec![Curve::Line]);
+    let line2 = ablation(2, vec![Curve::Line]);
+    let curve1 = ablation(1, Curve::ALL.to_vec());
+    eprintln!("ablation: p=1 line {line1:.4}, p=2 line {line2:.4}, p=1 curves {curve1:.4}, p=2 curves {ours:.4}");
+    assert!(
+        ours < line2 && curve1 < line1,
+        "curve selection must help: {line1} {line2} {curve1} {ours}"
+    );
+
     // And it stays exact on linear motion (the line family is always a candidate).
     let mut rng = ChaCha8Rng::seed_from_u64(6);
     let (u, v) = (unit(&mut rng, OUT), unit(&mut rng, INP));
