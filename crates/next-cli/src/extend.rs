@@ -29,8 +29,11 @@ pub struct Args {
     #[arg(long)]
     store: Option<PathBuf>,
     /// two-point, linear-alpharl, linear-relex, next-reference (NExt as published) or next.
-    #[arg(long)]
-    predictor: String,
+    #[arg(long, required_unless_present = "fitted")]
+    predictor: Option<String>,
+    /// A predictor fitted by `next fit` on this trajectory, instead of fitting here.
+    #[arg(long, conflicts_with = "predictor")]
+    fitted: Option<PathBuf>,
     /// The extending coefficient: the jump is λ times the predicted change.
     #[arg(long, default_value_t = 1.0, conflicts_with = "search")]
     lambda: f64,
@@ -88,11 +91,12 @@ fn score(cfg: &TrainConfig, adapter: &Path) -> Result<(f64, u64)> {
     Ok(next_trainer::train::evaluate(cfg, base, &[Some(adapter)])?[0])
 }
 
-pub fn run(a: Args) -> Result<()> {
-    let store_dir = match (&a.store, &a.run) {
-        (Some(s), _) => s.clone(),
+/// The store of `--store`, or `<run>/trajectory`.
+pub(crate) fn open_store(store: Option<&Path>, run: Option<&Path>) -> Result<(PathBuf, Store)> {
+    let store_dir = match (store, run) {
+        (Some(s), _) => s.to_owned(),
         (None, Some(r)) => r.join("trajectory"),
-        (None, None) => unreachable!("clap requires --run or --store"),
+        (None, None) => anyhow::bail!("give --run or --store"),
     };
     if !Store::exists(&store_dir) {
         anyhow::bail!(
@@ -101,6 +105,11 @@ pub fn run(a: Args) -> Result<()> {
         );
     }
     let store = Store::open(&store_dir)?;
+    Ok((store_dir, store))
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let (store_dir, store) = open_store(a.store.as_deref(), a.run.as_deref())?;
     if store.index.format == Format::Full {
         anyhow::bail!(
             "{}: extension writes LoRA adapters; this store was extracted from full weights",
@@ -124,10 +133,17 @@ pub fn run(a: Args) -> Result<()> {
         a.out.display()
     );
     let trajectory = Trajectory::from_store(&store)?;
-    let mut predictor = by_name(&a.predictor, a.window)?;
-    predictor
-        .fit(&trajectory)
-        .with_context(|| format!("fitting {}", a.predictor))?;
+    let predictor = match (&a.fitted, &a.predictor) {
+        (Some(dir), _) => next_predictor::load_fitted(dir, &trajectory)?,
+        (None, Some(name)) => {
+            let mut p = by_name(name, a.window)?;
+            p.fit(&trajectory)
+                .with_context(|| format!("fitting {name}"))?;
+            p
+        }
+        (None, None) => unreachable!("clap requires --predictor or --fitted"),
+    };
+    let name = predictor.name();
     let predictions = predictor.predict(&trajectory, horizon, a.rank)?;
 
     let (lambda, candidates) = match &a.search {
@@ -150,7 +166,7 @@ pub fn run(a: Args) -> Result<()> {
     };
     let ext = write_extended(&adapter, &predictions, lambda, a.rank, &a.out)?;
     let mut record = serde_json::json!({
-        "predictor": a.predictor,
+        "predictor": name,
         "lambda": lambda,
         "horizon": horizon,
         "rank": a.rank,
@@ -172,7 +188,7 @@ pub fn run(a: Args) -> Result<()> {
         ext.modules,
         adapter.display(),
         trajectory.last_step(),
-        a.predictor,
+        name,
         ext.r,
         ext.lora_alpha,
         ext.dir.display()
@@ -183,7 +199,7 @@ pub fn run(a: Args) -> Result<()> {
         let (after, _) = score(&cfg, &ext.dir)?;
         println!(
             "{}",
-            serde_json::json!({"predictor": a.predictor, "lambda": lambda, "horizon": horizon, "before": before, "after": after})
+            serde_json::json!({"predictor": name, "lambda": lambda, "horizon": horizon, "before": before, "after": after})
         );
     }
     eprintln!(
@@ -226,4 +242,56 @@ fn choose(
         Ok((s, tokens))
     })?;
     Ok(candidates)
+}
+
+/// Fit a predictor on a run's trajectory store and save it (for `next extend --fitted`).
+///
+/// Example: `next fit --run runs/add3 --predictor next-reference`
+#[derive(Debug, clap::Args)]
+pub struct FitArgs {
+    /// The run directory (its store is <run>/trajectory unless --store says otherwise).
+    #[arg(long, required_unless_present = "store")]
+    run: Option<PathBuf>,
+    /// The trajectory store, when it is not <run>/trajectory.
+    #[arg(long)]
+    store: Option<PathBuf>,
+    /// two-point, linear-alpharl, linear-relex, next-reference or next.
+    #[arg(long)]
+    predictor: String,
+    /// Latest checkpoints the fits use [default: all].
+    #[arg(long)]
+    window: Option<usize>,
+    /// Where the fitted predictor goes [default: <run>/predictor/<name>, else beside the store].
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+pub fn fit(a: FitArgs) -> Result<()> {
+    let (store_dir, store) = open_store(a.store.as_deref(), a.run.as_deref())?;
+    let trajectory = Trajectory::from_store(&store)?;
+    let mut p = by_name(&a.predictor, a.window)?;
+    let t = std::time::Instant::now();
+    p.fit(&trajectory)
+        .with_context(|| format!("fitting {}", a.predictor))?;
+    let out = match (&a.out, &a.run) {
+        (Some(o), _) => o.clone(),
+        (None, Some(r)) => r.join("predictor").join(&a.predictor),
+        (None, None) => store_dir
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join("predictor")
+            .join(&a.predictor),
+    };
+    next_predictor::save_fitted(p.as_ref(), a.window, &trajectory, &out)?;
+    eprintln!(
+        "fitted {} on {} matrices, steps {}-{} in {:.1}s -> {}",
+        a.predictor,
+        trajectory.series.len(),
+        trajectory.series[0].steps.first().copied().unwrap_or(0),
+        trajectory.last_step(),
+        t.elapsed().as_secs_f64(),
+        out.display()
+    );
+    println!("{}", p.state());
+    Ok(())
 }

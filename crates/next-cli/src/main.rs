@@ -40,6 +40,8 @@ enum Command {
     Extract(trajectory::ExtractArgs),
     /// The whole predict-extend loop: train, extract, fit, jump (λ by the verifier), continue.
     Run(run::Args),
+    /// Fit a predictor on a run's trajectory store and save it (used by `next extend --fitted`).
+    Fit(extend::FitArgs),
     /// Jump an adapter forward along its predicted trajectory (writes a PEFT adapter).
     Extend(extend::Args),
     /// Inspect a run's trajectory store.
@@ -61,6 +63,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Extract(args) => trajectory::extract(args),
         Command::Trajectory(cmd) => trajectory::run(cmd),
         Command::Extend(args) => extend::run(args),
+        Command::Fit(args) => extend::fit(args),
         Command::Run(args) => run::run(args),
     }
 }

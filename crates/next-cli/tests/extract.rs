@@ -300,6 +300,34 @@ fn own_runs_extract_incrementally_and_analyze() {
     assert_eq!(meta["from_step"], 10);
     assert_eq!(meta["horizon"], 4);
 
+    // Fitted once, used later: the same adapter as fitting in place.
+    let fitted = dir.path().join("fitted");
+    ok(next(&[
+        "fit",
+        "--run",
+        run_s,
+        "--predictor",
+        "linear-alpharl",
+        "--out",
+        fitted.to_str().unwrap(),
+    ]));
+    let y = dir.path().join("extended-fitted");
+    ok(next(&[
+        "extend",
+        "--run",
+        run_s,
+        "--fitted",
+        fitted.to_str().unwrap(),
+        "--lambda",
+        "1.5",
+        "--out",
+        y.to_str().unwrap(),
+    ]));
+    assert_eq!(
+        std::fs::read(y.join("adapter_model.safetensors")).unwrap(),
+        std::fs::read(x.join("adapter_model.safetensors")).unwrap()
+    );
+
     // λ chosen on the validation set, against no jump; every candidate recorded.
     let chosen = dir.path().join("chosen");
     ok(next(&[

@@ -34,6 +34,10 @@ impl Curve {
         }
     }
 
+    pub fn parse(name: &str) -> Option<Self> {
+        Curve::ALL.into_iter().find(|c| c.name() == name)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Curve::Line => "line",
@@ -227,5 +231,45 @@ impl TrajectoryPredictor for Next {
             }
         }
         json!({"predictor": self.name(), "directions": self.directions, "window": self.window, "curves": counts})
+    }
+
+    fn save(&self, _: &std::path::Path) -> Result<serde_json::Value> {
+        type Dir<'a> = (&'a [f64], &'static str, &'a [f64]);
+        let fits: Vec<((usize, usize), Vec<Dir>)> = self
+            .fits
+            .iter()
+            .map(|(w, dirs)| {
+                let d = dirs
+                    .iter()
+                    .map(|(wt, c, coef)| (wt.as_slice(), c.name(), coef.as_slice()))
+                    .collect();
+                ((w.start, w.end), d)
+            })
+            .collect();
+        let curves: Vec<&str> = self.curves.iter().map(|c| c.name()).collect();
+        Ok(json!({"directions": self.directions, "curves": curves, "fits": fits}))
+    }
+
+    fn load(&mut self, params: &serde_json::Value, _: &std::path::Path) -> Result<()> {
+        type Dir = (Vec<f64>, String, Vec<f64>);
+        let fits: Vec<((usize, usize), Vec<Dir>)> =
+            crate::linear::from_json(&params["fits"], "next fits")?;
+        let curve = |n: &str| {
+            Curve::parse(n).ok_or_else(|| Error::Invalid(format!("next fits: unknown curve {n:?}")))
+        };
+        self.fits = fits
+            .into_iter()
+            .map(|((a, b), dirs)| {
+                let d = dirs
+                    .into_iter()
+                    .map(|(w, c, coef)| Ok((w, curve(&c)?, DVector::from_vec(coef))))
+                    .collect::<Result<Vec<_>>>()?;
+                Ok((a..b, d))
+            })
+            .collect::<Result<_>>()?;
+        self.directions = params["directions"].as_u64().unwrap_or(2) as usize;
+        let names: Vec<String> = crate::linear::from_json(&params["curves"], "next curves")?;
+        self.curves = names.iter().map(|n| curve(n)).collect::<Result<_>>()?;
+        Ok(())
     }
 }

@@ -170,8 +170,124 @@ pub trait TrajectoryPredictor {
         horizon: u64,
         rank: usize,
     ) -> Result<Vec<Prediction>>;
-    /// The fitted state, for the run directory.
+    /// A summary of the fitted state (losses, chosen curves, ...), for logs and reports.
     fn state(&self) -> serde_json::Value;
+    /// The fitted parameters as JSON; may also write files into `dir` (network weights).
+    fn save(&self, dir: &std::path::Path) -> Result<serde_json::Value>;
+    /// Restores what `save` wrote into a fresh predictor of the same name.
+    fn load(&mut self, params: &serde_json::Value, dir: &std::path::Path) -> Result<()>;
+}
+
+/// What a fitted predictor was fitted on: every matrix with its shape, and the steps.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Provenance {
+    pub modules: Vec<(String, usize, usize)>,
+    pub steps: Vec<u64>,
+    pub target_gap: u64,
+}
+
+impl Trajectory {
+    pub fn provenance(&self) -> Provenance {
+        Provenance {
+            modules: self
+                .series
+                .iter()
+                .map(|s| {
+                    let (o, i) =
+                        s.u.first()
+                            .zip(s.v.first())
+                            .map_or((0, 0), |(u, v)| (u.len(), v.len()));
+                    (s.module.clone(), o, i)
+                })
+                .collect(),
+            steps: self.series.first().map_or(vec![], |s| s.steps.clone()),
+            target_gap: self.target_gap,
+        }
+    }
+}
+
+/// The file a fitted predictor is described by, in its directory.
+pub const FITTED: &str = "predictor.json";
+
+/// Saves a fitted predictor into `dir` (replaced as a whole: written beside it and renamed).
+pub fn save_fitted(
+    p: &dyn TrajectoryPredictor,
+    window: Option<usize>,
+    trajectory: &Trajectory,
+    dir: &std::path::Path,
+) -> Result<()> {
+    let parent = dir
+        .parent()
+        .filter(|x| !x.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".predictor-")
+        .tempdir_in(parent)
+        .map_err(|e| Error::io(parent, e))?;
+    let params = p.save(tmp.path())?;
+    let doc = serde_json::json!({
+        "predictor": p.name(),
+        "window": window,
+        "provenance": trajectory.provenance(),
+        "state": p.state(),
+        "params": params,
+    });
+    let path = tmp.path().join(FITTED);
+    std::fs::write(&path, serde_json::to_vec(&doc).expect("JSON"))
+        .map_err(|e| Error::io(&path, e))?;
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    std::fs::rename(tmp.keep(), dir).map_err(|e| Error::io(dir, e))
+}
+
+/// Loads a predictor saved by [`save_fitted`], refusing one fitted on another run, model or
+/// stretch of the trajectory than `trajectory`.
+pub fn load_fitted(
+    dir: &std::path::Path,
+    trajectory: &Trajectory,
+) -> Result<Box<dyn TrajectoryPredictor>> {
+    let path = dir.join(FITTED);
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let doc: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
+    let bad = |msg: String| Error::Invalid(format!("{}: {msg}", path.display()));
+    let name = doc["predictor"]
+        .as_str()
+        .ok_or_else(|| bad("no `predictor` name".into()))?;
+    let fitted: Provenance = serde_json::from_value(doc["provenance"].clone())
+        .map_err(|e| bad(format!("`provenance`: {e}")))?;
+    let here = trajectory.provenance();
+    if fitted.modules != here.modules {
+        let diff = fitted
+            .modules
+            .iter()
+            .zip(&here.modules)
+            .find(|(a, b)| a != b)
+            .map_or(
+                format!(
+                    "{} matrices vs {}",
+                    fitted.modules.len(),
+                    here.modules.len()
+                ),
+                |(a, b)| format!("{} {}x{} vs {} {}x{}", a.0, a.1, a.2, b.0, b.1, b.2),
+            );
+        return Err(bad(format!(
+            "fitted on another run or model ({diff}); fit it on this one"
+        )));
+    }
+    if fitted.steps != here.steps || fitted.target_gap != here.target_gap {
+        return Err(bad(format!(
+            "fitted on steps {:?} (target gap {}), the trajectory now has {:?} (target gap {}); refit",
+            fitted.steps, fitted.target_gap, here.steps, here.target_gap
+        )));
+    }
+    let window = doc["window"].as_u64().map(|w| w as usize);
+    let mut p = by_name(name, window)?;
+    p.load(&doc["params"], dir)
+        .map_err(|e| bad(e.to_string()))?;
+    Ok(p)
 }
 
 /// The predictors available, by name.

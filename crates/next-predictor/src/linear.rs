@@ -45,6 +45,14 @@ pub(crate) fn reduce(
     })
 }
 
+/// A JSON value as `T`, naming what is wrong.
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(
+    v: &serde_json::Value,
+    what: &str,
+) -> Result<T> {
+    serde_json::from_value(v.clone()).map_err(|e| Error::Invalid(format!("{what}: {e}")))
+}
+
 /// Ordinary least squares y ≈ a + b t; returns (a, b).
 fn ols(t: &[f64], y: &[f64]) -> (f64, f64) {
     let n = t.len() as f64;
@@ -96,6 +104,14 @@ impl TrajectoryPredictor for TwoPoint {
 
     fn state(&self) -> serde_json::Value {
         json!({"predictor": self.name()})
+    }
+
+    fn save(&self, _: &std::path::Path) -> Result<serde_json::Value> {
+        Ok(json!({}))
+    }
+
+    fn load(&mut self, _: &serde_json::Value, _: &std::path::Path) -> Result<()> {
+        Ok(())
     }
 }
 
@@ -173,6 +189,24 @@ impl TrajectoryPredictor for AlphaRl {
     fn state(&self) -> serde_json::Value {
         json!({"predictor": self.name(), "window": self.window, "modules": self.fits.len()})
     }
+
+    fn save(&self, _: &std::path::Path) -> Result<serde_json::Value> {
+        let fits: Vec<(&[f64], &[f64])> = self
+            .fits
+            .iter()
+            .map(|(a, b)| (a.as_slice(), b.as_slice()))
+            .collect();
+        Ok(json!({ "fits": fits }))
+    }
+
+    fn load(&mut self, params: &serde_json::Value, _: &std::path::Path) -> Result<()> {
+        let fits: Vec<(Vec<f64>, Vec<f64>)> = from_json(&params["fits"], "linear-alpharl fits")?;
+        self.fits = fits
+            .into_iter()
+            .map(|(a, b)| (DVector::from_vec(a), DVector::from_vec(b)))
+            .collect();
+        Ok(())
+    }
 }
 
 /// RELEX: the top direction V1 of the stacked g_t over the window (from their Gram matrix,
@@ -187,6 +221,9 @@ pub struct Relex {
 /// One matrix's RELEX fit: the window's indices, V1's weights on them (V1 = Σ w_i g_i), and
 /// the line c(t) = a + b t.
 type RelexFit = (std::ops::Range<usize>, Vec<f64>, (f64, f64));
+
+/// A RELEX fit as saved: (window start, end), V1's weights, the line.
+type SavedRelex<W> = ((usize, usize), W, (f64, f64));
 
 impl Relex {
     pub fn new(window: Option<usize>) -> Self {
@@ -280,5 +317,23 @@ impl TrajectoryPredictor for Relex {
     fn state(&self) -> serde_json::Value {
         let lines: Vec<(f64, f64)> = self.fits.iter().map(|f| f.2).collect();
         json!({"predictor": self.name(), "window": self.window, "lines": lines})
+    }
+
+    fn save(&self, _: &std::path::Path) -> Result<serde_json::Value> {
+        let fits: Vec<SavedRelex<&Vec<f64>>> = self
+            .fits
+            .iter()
+            .map(|(w, weights, line)| ((w.start, w.end), weights, *line))
+            .collect();
+        Ok(json!({ "fits": fits }))
+    }
+
+    fn load(&mut self, params: &serde_json::Value, _: &std::path::Path) -> Result<()> {
+        let fits: Vec<SavedRelex<Vec<f64>>> = from_json(&params["fits"], "linear-relex fits")?;
+        self.fits = fits
+            .into_iter()
+            .map(|((a, b), w, l)| (a..b, w, l))
+            .collect();
+        Ok(())
     }
 }

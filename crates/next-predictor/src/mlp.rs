@@ -295,6 +295,45 @@ impl TrajectoryPredictor for NextReference {
             .collect();
         json!({"predictor": self.name(), "epochs": self.epochs, "lr": self.lr, "lr_min": self.lr_min, "groups": groups})
     }
+
+    /// Each group's weights go to `group-<length>.safetensors`.
+    fn save(&self, dir: &std::path::Path) -> Result<serde_json::Value> {
+        let mut groups = vec![];
+        for (d, g) in &self.groups {
+            g._vs.save(dir.join(format!("group-{d}.safetensors")))?;
+            groups.push(json!({"length": d, "samples": g.samples, "first_loss": g.first_loss, "last_loss": g.last_loss}));
+        }
+        Ok(
+            json!({"epochs": self.epochs, "lr": self.lr, "lr_min": self.lr_min, "seed": self.seed, "groups": groups}),
+        )
+    }
+
+    fn load(&mut self, params: &serde_json::Value, dir: &std::path::Path) -> Result<()> {
+        let groups = params["groups"]
+            .as_array()
+            .ok_or_else(|| Error::Invalid("next-reference: no `groups`".into()))?;
+        self.groups.clear();
+        for g in groups {
+            let d = g["length"]
+                .as_u64()
+                .ok_or_else(|| Error::Invalid("next-reference: a group has no `length`".into()))?
+                as usize;
+            let mut vs = nn::VarStore::new(Device::Cpu);
+            let net = MatrixPredict::new(&vs.root(), d as i64);
+            vs.load(dir.join(format!("group-{d}.safetensors")))?;
+            self.groups.insert(
+                d,
+                Group {
+                    _vs: vs,
+                    net,
+                    first_loss: g["first_loss"].as_f64().unwrap_or(f64::NAN),
+                    last_loss: g["last_loss"].as_f64().unwrap_or(f64::NAN),
+                    samples: g["samples"].as_u64().unwrap_or(0) as usize,
+                },
+            );
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
-//! NExt's reference MLP on a LoRA run extracted from disk: one network per vector length,
-//! training lowers the L1 loss, predictions are unit-norm and seed-deterministic, and it refuses
-//! horizons other than the target gap it learned.
+//! On a LoRA run extracted from disk: NExt's reference MLP (one network per vector length,
+//! training lowers the L1 loss, unit-norm and seed-deterministic predictions, only its target
+//! gap), and every predictor saved and loaded back predicting the same, refusing a trajectory
+//! from another run or stretch.
 
 use std::path::Path;
 
@@ -46,6 +47,25 @@ fn run(dir: &Path) {
     }
 }
 
+/// The run written under `dir` and extracted with target gap 3.
+fn extracted(dir: &Path) -> Trajectory {
+    run(&dir.join("run"));
+    let store_dir = dir.join("store");
+    let input = Input::Run {
+        dir: dir.join("run"),
+        format: None,
+    };
+    extract(&input, &store_dir, &gap3(), &|_, _| {}).unwrap();
+    Trajectory::from_store(&Store::open(&store_dir).unwrap()).unwrap()
+}
+
+fn gap3() -> Options {
+    Options {
+        target_gap: Some(3),
+        ..Options::default()
+    }
+}
+
 fn fitted(traj: &Trajectory, seed: u64) -> NextReference {
     // The published settings learn slowly (lr 2e-5); a larger rate shows the mechanics here.
     let mut p = NextReference::default();
@@ -57,18 +77,7 @@ fn fitted(traj: &Trajectory, seed: u64) -> NextReference {
 #[test]
 fn reference_trains_per_length_group_and_predicts_unit_factors() {
     let dir = tempfile::tempdir().unwrap();
-    run(&dir.path().join("run"));
-    let store_dir = dir.path().join("store");
-    let input = Input::Run {
-        dir: dir.path().join("run"),
-        format: None,
-    };
-    let opts = Options {
-        target_gap: Some(3),
-        ..Options::default()
-    };
-    extract(&input, &store_dir, &opts, &|_, _| {}).unwrap();
-    let traj = Trajectory::from_store(&Store::open(&store_dir).unwrap()).unwrap();
+    let traj = extracted(dir.path());
     let p = fitted(&traj, 1);
     let state = p.state();
     let groups = state["groups"].as_array().unwrap();
@@ -100,4 +109,47 @@ fn reference_trains_per_length_group_and_predicts_unit_factors() {
     );
     let err = p.predict(&traj, 5, 1).unwrap_err().to_string();
     assert!(err.contains("target gap") && err.contains('3'), "{err}");
+}
+
+#[test]
+fn fitted_predictors_round_trip_and_refuse_other_trajectories() {
+    let dir = tempfile::tempdir().unwrap();
+    let traj = extracted(dir.path());
+    // The same checkpoints but the last: another stretch of the trajectory.
+    let short_dir = dir.path().join("short");
+    let list: Vec<next_trajectory::layout::Checkpoint> = (1..=9)
+        .map(|s| next_trajectory::layout::Checkpoint {
+            step: s,
+            dir: dir
+                .path()
+                .join(format!("run/global_step_{s}/actor/lora_adapter")),
+        })
+        .collect();
+    extract(&Input::List(list), &short_dir, &gap3(), &|_, _| {}).unwrap();
+    let short = Trajectory::from_store(&Store::open(&short_dir).unwrap()).unwrap();
+    let mut other = traj.clone();
+    other.series[0].module = "base_model.model.model.layers.9.mlp.q_proj".into();
+    for name in next_predictor::PREDICTORS {
+        let mut p = next_predictor::by_name(name, None).unwrap();
+        p.fit(&traj).unwrap();
+        let saved = dir.path().join(format!("fitted-{name}"));
+        next_predictor::save_fitted(p.as_ref(), None, &traj, &saved).unwrap();
+        let back = next_predictor::load_fitted(&saved, &traj).unwrap();
+        assert_eq!(back.name(), name);
+        assert_eq!(
+            back.predict(&traj, 3, 1).unwrap(),
+            p.predict(&traj, 3, 1).unwrap(),
+            "{name}"
+        );
+        let err = next_predictor::load_fitted(&saved, &short)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("refit"), "{name}: {err}");
+        let err = next_predictor::load_fitted(&saved, &other)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("another run or model"), "{name}: {err}");
+    }
 }
