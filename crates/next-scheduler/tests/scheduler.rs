@@ -216,3 +216,49 @@ fn bad_plans_are_refused() {
         assert!(err.contains(want), "{want}: {err}");
     }
 }
+
+/// Metrics of step `step` in a run's metrics.jsonl.
+fn metrics_at(run_dir: &Path, step: u64) -> serde_json::Value {
+    std::fs::read_to_string(run_dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|m| m["step"] == step)
+        .unwrap()["data"]
+        .clone()
+}
+
+#[test]
+fn the_first_step_after_a_jump_behaves() {
+    let cfg = train_config();
+    // A jump of λ = 0: the function is unchanged (one zero column more), so the first continued
+    // step samples and scores exactly as the uninterrupted run; the fresh moments change only
+    // the update, and nothing spikes afterwards.
+    let jumped = tempfile::tempdir().unwrap();
+    let p = SchedulerConfig {
+        search: "none".into(),
+        lambda: 0.0,
+        ..plan()
+    };
+    run(&mut engine(&cfg), &p, jumped.path(), 12, 2, &mut |_| {}).unwrap();
+    let plain = tempfile::tempdir().unwrap();
+    engine(&cfg).train(plain.path(), 12).unwrap();
+    let (a, b) = (
+        metrics_at(&jumped.path().join("segment-1"), 7),
+        metrics_at(plain.path(), 7),
+    );
+    for key in ["critic/score/mean", "actor/pg_loss", "response_length/mean"] {
+        assert_eq!(a[key], b[key], "{key}");
+    }
+    for step in 8..=12 {
+        let m = metrics_at(&jumped.path().join("segment-1"), step);
+        let g = m["actor/grad_norm"].as_f64().unwrap();
+        let g0 = metrics_at(plain.path(), step)["actor/grad_norm"]
+            .as_f64()
+            .unwrap();
+        assert!(
+            g.is_finite() && g < 10.0 * g0.max(1e-3),
+            "step {step}: grad norm {g} vs {g0}"
+        );
+    }
+}
