@@ -9,7 +9,6 @@ use next_predictor::search::{self, Search};
 use next_predictor::{by_name, extend::write_extended, Prediction, Trajectory};
 use next_trainer::config::TrainConfig;
 use next_trajectory::layout::Format;
-use next_trajectory::store::Store;
 
 /// Jump a LoRA run forward along its predicted rank-1 trajectory.
 ///
@@ -91,25 +90,8 @@ fn score(cfg: &TrainConfig, adapter: &Path) -> Result<(f64, u64)> {
     Ok(next_trainer::train::evaluate(cfg, base, &[Some(adapter)])?[0])
 }
 
-/// The store of `--store`, or `<run>/trajectory`.
-pub(crate) fn open_store(store: Option<&Path>, run: Option<&Path>) -> Result<(PathBuf, Store)> {
-    let store_dir = match (store, run) {
-        (Some(s), _) => s.to_owned(),
-        (None, Some(r)) => r.join("trajectory"),
-        (None, None) => anyhow::bail!("give --run or --store"),
-    };
-    if !Store::exists(&store_dir) {
-        anyhow::bail!(
-            "{} holds no trajectory store; run `next extract` first",
-            store_dir.display()
-        );
-    }
-    let store = Store::open(&store_dir)?;
-    Ok((store_dir, store))
-}
-
 pub fn run(a: Args) -> Result<()> {
-    let (store_dir, store) = open_store(a.store.as_deref(), a.run.as_deref())?;
+    let (store_dir, store) = crate::trajectory::open_store(a.store.as_deref(), a.run.as_deref())?;
     if store.index.format == Format::Full {
         anyhow::bail!(
             "{}: extension writes LoRA adapters; this store was extracted from full weights",
@@ -267,7 +249,7 @@ pub struct FitArgs {
 }
 
 pub fn fit(a: FitArgs) -> Result<()> {
-    let (store_dir, store) = open_store(a.store.as_deref(), a.run.as_deref())?;
+    let (store_dir, store) = crate::trajectory::open_store(a.store.as_deref(), a.run.as_deref())?;
     let trajectory = Trajectory::from_store(&store)?;
     let mut p = by_name(&a.predictor, a.window)?;
     let t = std::time::Instant::now();

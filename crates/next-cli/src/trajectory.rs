@@ -2,7 +2,7 @@
 //! into a store, and what it looks like.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -154,12 +154,12 @@ pub struct AnalyzeArgs {
     no_plots: bool,
 }
 
-pub fn run(cmd: Command) -> Result<()> {
-    let Command::Analyze(a) = cmd;
-    let store_dir = match (&a.store, &a.run) {
-        (Some(s), _) => s.clone(),
+/// The store of `--store`, or `<run>/trajectory`.
+pub(crate) fn open_store(store: Option<&Path>, run: Option<&Path>) -> Result<(PathBuf, Store)> {
+    let store_dir = match (store, run) {
+        (Some(s), _) => s.to_owned(),
         (None, Some(r)) => r.join("trajectory"),
-        (None, None) => unreachable!("clap requires --run or --store"),
+        (None, None) => anyhow::bail!("give --run or --store"),
     };
     if !Store::exists(&store_dir) {
         anyhow::bail!(
@@ -168,6 +168,12 @@ pub fn run(cmd: Command) -> Result<()> {
         );
     }
     let store = Store::open(&store_dir)?;
+    Ok((store_dir, store))
+}
+
+pub fn run(cmd: Command) -> Result<()> {
+    let Command::Analyze(a) = cmd;
+    let (store_dir, store) = open_store(a.store.as_deref(), a.run.as_deref())?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     if a.json {

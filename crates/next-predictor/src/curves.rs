@@ -11,7 +11,7 @@ use nalgebra::{DMatrix, DVector};
 use serde_json::json;
 
 use crate::linear::reduce;
-use crate::{Error, Prediction, Result, Trajectory, TrajectoryPredictor};
+use crate::{ensure_fitted, Error, Prediction, Result, Trajectory, TrajectoryPredictor};
 
 /// Curve families for c(t), as basis functions of the normalised step x = t / t_last.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,14 +138,10 @@ impl TrajectoryPredictor for Next {
             .iter()
             .map(|s| {
                 let n_all = s.steps.len();
-                let w = n_all.saturating_sub(self.window.unwrap_or(n_all).max(3))..n_all;
+                let w = s.window(self.window, 3);
                 let idx: Vec<usize> = w.clone().collect();
                 let n = idx.len();
-                let g = DMatrix::from_fn(n, n, |i, j| {
-                    let (a, b) = (idx[i], idx[j]);
-                    s.sigma[a] * s.sigma[b] * s.u[a].dot(&s.u[b]) * s.v[a].dot(&s.v[b])
-                });
-                let eig = g.clone().symmetric_eigen();
+                let (_, eig) = s.gram(&w);
                 let mut order: Vec<usize> = (0..n).collect();
                 order.sort_by(|&i, &j| eig.eigenvalues[j].total_cmp(&eig.eigenvalues[i]));
                 let t_last = s.steps[n_all - 1] as f64;
@@ -176,9 +172,7 @@ impl TrajectoryPredictor for Next {
         horizon: u64,
         rank: usize,
     ) -> Result<Vec<Prediction>> {
-        if self.fits.len() != trajectory.series.len() {
-            return Err(Error::Invalid("next: fit the trajectory first".into()));
-        }
+        ensure_fitted(self.name(), self.fits.len(), trajectory)?;
         trajectory
             .series
             .iter()
@@ -202,12 +196,7 @@ impl TrajectoryPredictor for Next {
                         let ct: f64 = w
                             .clone()
                             .zip(weights)
-                            .map(|(k, wk)| {
-                                wk * s.sigma[k]
-                                    * s.sigma[l]
-                                    * s.u[k].dot(&s.u[l])
-                                    * s.v[k].dot(&s.v[l])
-                            })
+                            .map(|(k, wk)| wk * s.inner(k, l))
                             .sum();
                         w.clone()
                             .zip(weights)

@@ -71,6 +71,39 @@ impl Series {
     pub fn last(&self) -> usize {
         self.steps.len() - 1
     }
+
+    /// ⟨g_a, g_b⟩_F of records a and b, g = σ u vᵀ: exact from the factors.
+    pub fn inner(&self, a: usize, b: usize) -> f64 {
+        self.sigma[a] * self.sigma[b] * self.u[a].dot(&self.u[b]) * self.v[a].dot(&self.v[b])
+    }
+
+    /// The indices of the last `window` records (all when None; never fewer than `min`).
+    pub fn window(&self, window: Option<usize>, min: usize) -> std::ops::Range<usize> {
+        let n = self.steps.len();
+        n.saturating_sub(window.unwrap_or(n).max(min))..n
+    }
+
+    /// The Gram matrix ⟨g_i, g_j⟩ of the records in `w`, and its eigendecomposition.
+    pub fn gram(
+        &self,
+        w: &std::ops::Range<usize>,
+    ) -> (
+        nalgebra::DMatrix<f64>,
+        nalgebra::SymmetricEigen<f64, nalgebra::Dyn>,
+    ) {
+        let n = w.len();
+        let g = nalgebra::DMatrix::from_fn(n, n, |i, j| self.inner(w.start + i, w.start + j));
+        let eig = g.clone().symmetric_eigen();
+        (g, eig)
+    }
+}
+
+/// Refuses to predict with a predictor not fitted on a trajectory of this many matrices.
+pub(crate) fn ensure_fitted(name: &str, fitted: usize, trajectory: &Trajectory) -> Result<()> {
+    if fitted == 0 || fitted != trajectory.series.len() {
+        return Err(Error::Invalid(format!("{name}: fit the trajectory first")));
+    }
+    Ok(())
 }
 
 /// Every matrix's series, all over the same steps.

@@ -8,7 +8,7 @@ use nalgebra::{DMatrix, DVector};
 use next_trajectory::factored::{top_k, Term};
 use serde_json::json;
 
-use crate::{Error, Prediction, Result, Series, Trajectory, TrajectoryPredictor};
+use crate::{ensure_fitted, Error, Prediction, Result, Trajectory, TrajectoryPredictor};
 
 /// The top `rank` triplets of `Σ c_i a_i b_iᵀ`.
 pub(crate) fn reduce(
@@ -62,12 +62,6 @@ fn ols(t: &[f64], y: &[f64]) -> (f64, f64) {
     let sty: f64 = t.iter().zip(y).map(|(x, z)| (x - mt) * (z - my)).sum();
     let b = if stt > 0.0 { sty / stt } else { 0.0 };
     (my - b * mt, b)
-}
-
-/// The indices of the last `window` points (all when None).
-fn window(s: &Series, window: Option<usize>) -> std::ops::Range<usize> {
-    let n = s.steps.len();
-    n.saturating_sub(window.unwrap_or(n).max(2))..n
 }
 
 /// RLVR-Linearity: W_(t+h) = W_0 + ((t+h)/t)(W_t − W_0), so the change is (h/t) g_t.
@@ -144,7 +138,7 @@ impl TrajectoryPredictor for AlphaRl {
             .series
             .iter()
             .map(|s| {
-                let w = window(s, self.window);
+                let w = s.window(self.window, 2);
                 let t: Vec<f64> = s.steps[w.clone()].iter().map(|x| *x as f64).collect();
                 let n = s.u[0].len();
                 let mut a = DVector::zeros(n);
@@ -165,11 +159,7 @@ impl TrajectoryPredictor for AlphaRl {
         horizon: u64,
         rank: usize,
     ) -> Result<Vec<Prediction>> {
-        if self.fits.len() != trajectory.series.len() {
-            return Err(Error::Invalid(
-                "linear-alpharl: fit the trajectory first".into(),
-            ));
-        }
+        ensure_fitted(self.name(), self.fits.len(), trajectory)?;
         let target = (trajectory.last_step() + horizon) as f64;
         trajectory
             .series
@@ -245,14 +235,10 @@ impl TrajectoryPredictor for Relex {
             .series
             .iter()
             .map(|s| {
-                let w = window(s, self.window);
+                let w = s.window(self.window, 2);
                 let idx: Vec<usize> = w.clone().collect();
                 let n = idx.len();
-                let g = DMatrix::from_fn(n, n, |i, j| {
-                    let (a, b) = (idx[i], idx[j]);
-                    s.sigma[a] * s.sigma[b] * s.u[a].dot(&s.u[b]) * s.v[a].dot(&s.v[b])
-                });
-                let eig = g.clone().symmetric_eigen();
+                let (g, eig) = s.gram(&w);
                 let top = (0..n)
                     .max_by(|&i, &j| eig.eigenvalues[i].total_cmp(&eig.eigenvalues[j]))
                     .expect("n >= 2");
@@ -289,11 +275,7 @@ impl TrajectoryPredictor for Relex {
         horizon: u64,
         rank: usize,
     ) -> Result<Vec<Prediction>> {
-        if self.fits.len() != trajectory.series.len() {
-            return Err(Error::Invalid(
-                "linear-relex: fit the trajectory first".into(),
-            ));
-        }
+        ensure_fitted(self.name(), self.fits.len(), trajectory)?;
         let target = (trajectory.last_step() + horizon) as f64;
         trajectory
             .series

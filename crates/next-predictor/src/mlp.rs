@@ -83,7 +83,7 @@ pub fn parameter_count(d: usize) -> usize {
 
 /// One length group's network and its training log.
 struct Group {
-    _vs: nn::VarStore,
+    vs: nn::VarStore,
     net: MatrixPredict,
     first_loss: f64,
     last_loss: f64,
@@ -202,7 +202,7 @@ impl TrajectoryPredictor for NextReference {
             self.groups.insert(
                 d,
                 Group {
-                    _vs: vs,
+                    vs,
                     net,
                     first_loss: first,
                     last_loss: last,
@@ -300,7 +300,7 @@ impl TrajectoryPredictor for NextReference {
     fn save(&self, dir: &std::path::Path) -> Result<serde_json::Value> {
         let mut groups = vec![];
         for (d, g) in &self.groups {
-            g._vs.save(dir.join(format!("group-{d}.safetensors")))?;
+            g.vs.save(dir.join(format!("group-{d}.safetensors")))?;
             groups.push(json!({"length": d, "samples": g.samples, "first_loss": g.first_loss, "last_loss": g.last_loss}));
         }
         Ok(
@@ -324,7 +324,7 @@ impl TrajectoryPredictor for NextReference {
             self.groups.insert(
                 d,
                 Group {
-                    _vs: vs,
+                    vs,
                     net,
                     first_loss: g["first_loss"].as_f64().unwrap_or(f64::NAN),
                     last_loss: g["last_loss"].as_f64().unwrap_or(f64::NAN),
