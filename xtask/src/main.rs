@@ -1,4 +1,4 @@
-//! `cargo xtask`: project automation — setup, test, demo, bench, tidy. One module per task.
+//! `cargo xtask`: project automation — setup, test, train, experiment, demo, bench, tidy. One module per task.
 
 mod bench;
 mod setup;
@@ -15,6 +15,10 @@ tasks:
   test [ARGS]  setup if needed, then `cargo test --workspace [ARGS]`
   train [ARGS] setup if needed, then `next train --out runs/embedded [ARGS]` in release mode
                (the embedded default: pretrains the tiny base once, then 250 GRPO steps)
+  experiment [ARGS]
+               setup if needed, then `next experiment --config configs/experiment.toml
+               --out runs/experiment [ARGS]` in release mode: every method side by side,
+               report in runs/experiment/report/ (--quick: a smoke run, runs/experiment-quick)
   demo [ARGS]  setup if needed, then `next demo` (the model stack end to end) in release mode
   bench model  tokens/s of decoding and forward+backward, ours vs transformers, same threads
   bench verifiers | train | extract
@@ -56,6 +60,20 @@ fn run() -> Result<()> {
         "train" => {
             setup::run()?;
             next_release(&["train", "--out", "runs/embedded"], rest)
+        }
+        "experiment" => {
+            setup::run()?;
+            let out = if rest.iter().any(|a| a == "--quick") {
+                "runs/experiment-quick"
+            } else {
+                "runs/experiment"
+            };
+            let has_out = rest.iter().any(|a| a == "--out" || a.starts_with("--out="));
+            let mut args = vec!["experiment", "--config", "configs/experiment.toml"];
+            if !has_out {
+                args.extend(["--out", out]);
+            }
+            next_release(&args, rest)
         }
         "demo" => {
             setup::run()?;

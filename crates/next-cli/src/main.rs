@@ -4,6 +4,7 @@
 mod config;
 mod data;
 mod demo;
+mod experiment;
 mod extend;
 mod generate;
 mod run;
@@ -40,6 +41,9 @@ enum Command {
     Extract(trajectory::ExtractArgs),
     /// The whole predict-extend loop: train, extract, fit, jump (λ by the verifier), continue.
     Run(run::Args),
+    /// Every method side by side: baseline, control and one arm per predictor on the same
+    /// seeds, with paired bootstrap intervals and a report with plots.
+    Experiment(experiment::Args),
     /// Fit a predictor on a run's trajectory store and save it (used by `next extend --fitted`).
     Fit(extend::FitArgs),
     /// Jump an adapter forward along its predicted trajectory (writes a PEFT adapter).
@@ -56,6 +60,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Generate(args) => generate::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Experiment(args) => experiment::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Pretrain(args) => train::pretrain(args),
         Command::Data(cmd) => data::run(cmd),

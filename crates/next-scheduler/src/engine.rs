@@ -54,4 +54,8 @@ impl Engine for InProcess<'_> {
         checkpoint::start_from(run, &self.base, opts, adapter, &state)?;
         Ok(())
     }
+
+    fn set_seed(&mut self, seed: u64) {
+        self.cfg.trainer.seed = seed;
+    }
 }

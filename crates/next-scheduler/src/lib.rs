@@ -26,6 +26,9 @@ use next_trajectory::store::Store;
 use serde::{Deserialize, Serialize};
 
 mod engine;
+pub mod experiment;
+pub mod report;
+pub mod stats;
 pub use engine::InProcess;
 
 /// Errors of the loop; each names the phase and file at fault.
@@ -98,6 +101,29 @@ impl Default for SchedulerConfig {
     }
 }
 
+impl SchedulerConfig {
+    /// The λ search the config asks for (None: use `lambda` as is).
+    pub fn search(&self) -> Result<Option<Search>> {
+        Ok(match self.search.as_str() {
+            "grid" if self.grid.is_empty() => {
+                return Err(Error::Config("scheduler.grid is empty".into()))
+            }
+            "grid" => Some(Search::Grid(self.grid.clone())),
+            "golden" => Some(Search::Golden {
+                lo: 0.0,
+                hi: self.lambda_max,
+                evals: self.evals,
+            }),
+            "none" => None,
+            other => {
+                return Err(Error::Config(format!(
+                    "scheduler.search is {other:?}; expected grid, golden or none"
+                )))
+            }
+        })
+    }
+}
+
 /// What the loop needs from a trainer.
 pub trait Engine {
     /// Trains `run` (resuming from its last checkpoint) until `step`; checkpoints at `step`.
@@ -106,6 +132,8 @@ pub trait Engine {
     fn score(&mut self, adapter: &Path) -> Result<(f64, u64)>;
     /// Makes `run` start at `from`'s checkpoint `step` (data cursor, seed) with `adapter`.
     fn start_from(&mut self, run: &Path, from: &Path, step: usize, adapter: &Path) -> Result<()>;
+    /// The trainer seed (sampling, data order) of the runs trained from now on.
+    fn set_seed(&mut self, seed: u64);
 }
 
 /// Where the loop stands.
@@ -194,23 +222,7 @@ pub fn run(
             cfg.rounds, cfg.segment_steps
         )));
     }
-    let search = match cfg.search.as_str() {
-        "grid" if cfg.grid.is_empty() => {
-            return Err(Error::Config("scheduler.grid is empty".into()))
-        }
-        "grid" => Some(Search::Grid(cfg.grid.clone())),
-        "golden" => Some(Search::Golden {
-            lo: 0.0,
-            hi: cfg.lambda_max,
-            evals: cfg.evals,
-        }),
-        "none" => None,
-        other => {
-            return Err(Error::Config(format!(
-                "scheduler.search is {other:?}; expected grid, golden or none"
-            )))
-        }
-    };
+    let search = cfg.search()?;
     by_name(&cfg.predictor, None)?;
     std::fs::create_dir_all(run).map_err(io(run))?;
     let state_path = run.join(STATE);
@@ -283,18 +295,86 @@ fn extend(
         },
         &|_, _| {},
     )?;
-    let store = Store::open(&store_dir)?;
-    let trajectory = Trajectory::from_store(&store)?;
-    let window = (cfg.window > 0).then_some(cfg.window);
-    let mut predictor = by_name(&cfg.predictor, window)?;
-    predictor.fit(&trajectory)?;
-    let predictions = predictor.predict(&trajectory, cfg.horizon, cfg.rank)?;
     let adapter = seg.join(format!("global_step_{step}/actor/lora_adapter"));
     let round_dir = run.join("extend").join(format!("round-{r}"));
-    if round_dir.exists() {
-        std::fs::remove_dir_all(&round_dir).map_err(io(&round_dir))?;
+    let chosen = choose(
+        engine,
+        cfg,
+        &cfg.predictor,
+        search,
+        &store_dir,
+        &adapter,
+        &round_dir,
+        &mut |lambda, score| {
+            on_event(Event::Candidate {
+                round: r,
+                lambda,
+                score,
+            })
+        },
+    )?;
+    let candidates = chosen.candidates;
+    let lambda = chosen.lambda;
+    let decision = Decision {
+        round: r,
+        from_step: step,
+        predictor: cfg.predictor.clone(),
+        horizon: cfg.horizon,
+        candidates,
+        lambda,
+        search_seconds: chosen.search_seconds,
+        search_tokens: chosen.search_tokens,
+        adapter: round_dir.clone(),
+    };
+    next_model::io::write_json(&round_dir.join("extend.json"), &decision)
+        .map_err(|e| Error::Config(e.to_string()))?;
+    engine.start_from(&segment_dir(run, r + 1), &seg, step, &round_dir)?;
+    Ok(decision)
+}
+
+/// A jump chosen by [`choose`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Chosen {
+    pub lambda: f64,
+    /// (λ, validation reward) in evaluation order; λ = 0 is no jump.
+    pub candidates: Vec<(f64, f64)>,
+    /// Fitting the predictor and predicting.
+    pub fit_seconds: f64,
+    /// Writing and scoring the candidates.
+    pub search_seconds: f64,
+    pub search_tokens: u64,
+    /// The validation reward of the chosen adapter (NaN without a search).
+    pub score: f64,
+}
+
+/// Fits `predictor` on the store in `store_dir`, scores the jump candidates from `adapter`
+/// (always against no jump), and writes the chosen one to `out` (replaced if present).
+#[allow(clippy::too_many_arguments)]
+pub fn choose(
+    engine: &mut dyn Engine,
+    cfg: &SchedulerConfig,
+    predictor: &str,
+    search: Option<&Search>,
+    store_dir: &Path,
+    adapter: &Path,
+    out: &Path,
+    on_candidate: &mut dyn FnMut(f64, f64),
+) -> Result<Chosen> {
+    let t = std::time::Instant::now();
+    let store = Store::open(store_dir)?;
+    let trajectory = Trajectory::from_store(&store)?;
+    let window = (cfg.window > 0).then_some(cfg.window);
+    let mut p = by_name(predictor, window)?;
+    p.fit(&trajectory)?;
+    let predictions = p.predict(&trajectory, cfg.horizon, cfg.rank)?;
+    let fit_seconds = t.elapsed().as_secs_f64();
+    if out.exists() {
+        std::fs::remove_dir_all(out).map_err(io(out))?;
     }
-    let scratch = run.join("extend").join(format!(".round-{r}-candidates"));
+    let name = out
+        .file_name()
+        .map_or("out".into(), |n| n.to_string_lossy().into_owned());
+    let scratch = out.with_file_name(format!(".{name}-candidates"));
     if scratch.exists() {
         std::fs::remove_dir_all(&scratch).map_err(io(&scratch))?;
     }
@@ -304,42 +384,32 @@ fn extend(
             let mut n = 0;
             let c = search::run(how, &mut |lambda| {
                 let dir = if lambda == 0.0 {
-                    adapter.clone()
+                    adapter.to_path_buf()
                 } else {
                     n += 1;
                     let d = scratch.join(format!("candidate-{n}"));
-                    write_extended(&adapter, &predictions, lambda, cfg.rank, &d)?;
+                    write_extended(adapter, &predictions, lambda, cfg.rank, &d)?;
                     d
                 };
                 let (s, tokens) = engine.score(&dir).map_err(|e| {
                     next_predictor::Error::Invalid(format!("scoring λ = {lambda}: {e}"))
                 })?;
-                on_event(Event::Candidate {
-                    round: r,
-                    lambda,
-                    score: s,
-                });
+                on_candidate(lambda, s);
                 Ok((s, tokens))
             })?;
             let _ = std::fs::remove_dir_all(&scratch);
             c
         }
     };
-    let lambda = search::best(&candidates).map_or(cfg.lambda, |c| c.lambda);
-    write_extended(&adapter, &predictions, lambda, cfg.rank, &round_dir)?;
-    let decision = Decision {
-        round: r,
-        from_step: step,
-        predictor: cfg.predictor.clone(),
-        horizon: cfg.horizon,
-        candidates: candidates.iter().map(|c| (c.lambda, c.score)).collect(),
+    let best = search::best(&candidates);
+    let lambda = best.map_or(cfg.lambda, |c| c.lambda);
+    write_extended(adapter, &predictions, lambda, cfg.rank, out)?;
+    Ok(Chosen {
         lambda,
+        candidates: candidates.iter().map(|c| (c.lambda, c.score)).collect(),
+        fit_seconds,
         search_seconds: candidates.iter().map(|c| c.seconds).sum(),
         search_tokens: candidates.iter().map(|c| c.tokens).sum(),
-        adapter: round_dir.clone(),
-    };
-    next_model::io::write_json(&round_dir.join("extend.json"), &decision)
-        .map_err(|e| Error::Config(e.to_string()))?;
-    engine.start_from(&segment_dir(run, r + 1), &seg, step, &round_dir)?;
-    Ok(decision)
+        score: best.map_or(f64::NAN, |c| c.score),
+    })
 }

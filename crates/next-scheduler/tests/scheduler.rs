@@ -132,6 +132,9 @@ impl Engine for Flaky<'_> {
     ) -> next_scheduler::Result<()> {
         self.inner.start_from(run, from, step, adapter)
     }
+    fn set_seed(&mut self, seed: u64) {
+        self.inner.set_seed(seed)
+    }
 }
 
 #[test]

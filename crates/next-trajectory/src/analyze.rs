@@ -306,51 +306,77 @@ pub fn plot(summaries: &[Summary], dir: &Path) -> Result<Vec<PathBuf>> {
     for (file, title, pick) in charts {
         let lines: Vec<(&str, Vec<(f64, f64)>)> =
             kinds.iter().map(|k| (*k, curve(k, &pick))).collect();
-        let pts = lines.iter().flat_map(|(_, l)| l.iter());
-        let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-        for (x, y) in pts {
-            x0 = x0.min(*x);
-            x1 = x1.max(*x);
-            y0 = y0.min(*y);
-            y1 = y1.max(*y);
-        }
-        if x0 > x1 {
-            continue;
-        }
-        if x1 == x0 {
-            x1 = x0 + 1.0;
-        }
-        let pad = ((y1 - y0) * 0.05).max(1e-9);
         let path = dir.join(file);
-        let tmp = dir.join(format!(".{file}.tmp"));
-        let draw = || -> std::result::Result<(), Box<dyn std::error::Error>> {
-            let root = SVGBackend::new(&tmp, (900, 540)).into_drawing_area();
-            root.fill(&WHITE)?;
-            let mut chart = ChartBuilder::on(&root)
-                .caption(title, ("sans-serif", 18))
-                .margin(12)
-                .x_label_area_size(36)
-                .y_label_area_size(64)
-                .build_cartesian_2d(x0..x1, (y0 - pad)..(y1 + pad))?;
-            chart.configure_mesh().x_desc("step").draw()?;
-            for (i, (kind, l)) in lines.iter().enumerate() {
-                let color = Palette99::pick(i).to_rgba();
-                chart
-                    .draw_series(LineSeries::new(l.iter().copied(), color.stroke_width(2)))?
-                    .label(*kind)
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
-            }
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.8))
-                .border_style(BLACK)
-                .draw()?;
-            root.present()?;
-            Ok(())
-        };
-        draw().map_err(|e| Error::format(&path, format!("cannot draw the plot: {e}")))?;
-        std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
-        written.push(path);
+        if line_chart(&path, title, "step", "", &lines)? {
+            written.push(path);
+        }
     }
     Ok(written)
+}
+
+/// Draws `lines` (label, points) as an SVG line chart at `path` (written atomically);
+/// returns false, writing nothing, when there are no points.
+pub fn line_chart<S: AsRef<str>>(
+    path: &Path,
+    title: &str,
+    x_desc: &str,
+    y_desc: &str,
+    lines: &[(S, Vec<(f64, f64)>)],
+) -> Result<bool> {
+    let pts = lines.iter().flat_map(|(_, l)| l.iter());
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for (x, y) in pts.filter(|(x, y)| x.is_finite() && y.is_finite()) {
+        x0 = x0.min(*x);
+        x1 = x1.max(*x);
+        y0 = y0.min(*y);
+        y1 = y1.max(*y);
+    }
+    if x0 > x1 {
+        return Ok(false);
+    }
+    if x1 == x0 {
+        x1 = x0 + 1.0;
+    }
+    let pad = ((y1 - y0) * 0.05).max(1e-9);
+    let file = path
+        .file_name()
+        .map_or("chart".into(), |n| n.to_string_lossy().into_owned());
+    let tmp = path.with_file_name(format!(".{file}.tmp"));
+    let draw = || -> std::result::Result<(), Box<dyn std::error::Error>> {
+        let root = SVGBackend::new(&tmp, (900, 540)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(64)
+            .build_cartesian_2d(x0..x1, (y0 - pad)..(y1 + pad))?;
+        chart
+            .configure_mesh()
+            .x_desc(x_desc)
+            .y_desc(y_desc)
+            .draw()?;
+        for (i, (label, l)) in lines.iter().enumerate() {
+            let color = Palette99::pick(i).to_rgba();
+            let l = l
+                .iter()
+                .copied()
+                .filter(|(x, y)| x.is_finite() && y.is_finite());
+            chart
+                .draw_series(LineSeries::new(l, color.stroke_width(2)))?
+                .label(label.as_ref())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()?;
+        root.present()?;
+        Ok(())
+    };
+    draw().map_err(|e| Error::format(path, format!("cannot draw the plot: {e}")))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+    Ok(true)
 }

@@ -1,0 +1,219 @@
+//! `next experiment`: every predict-extend method side by side on the same seeds, then a
+//! report (`<out>/report/report.md` and PNG plots) and the results table on stdout.
+
+use std::cell::Cell;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use anyhow::{Context, Result};
+use next_scheduler::experiment::{self, Event, ExperimentConfig, Plan};
+use next_scheduler::{report, InProcess, SchedulerConfig};
+use next_trainer::config::TrainConfig;
+use next_trajectory::extract::{extract, Input, Options};
+use next_trajectory::layout::Format;
+use serde::{Deserialize, Serialize};
+
+use crate::train::{bar, ensure_base, say};
+
+/// Compare predict-extend methods with plain RL: per seed a baseline GRPO run, and from its
+/// checkpoint at each `experiment.jump_at` step a control arm (no jump) and one arm per
+/// method (extract, fit, choose λ with the verifier, jump, continue). Reports steps and wall
+/// clock to the baseline's final accuracy, paired against the control with bootstrap
+/// intervals, and writes `<out>/report/report.md` with PNG plots. Resumes where it stopped.
+///
+/// The config is `next run`'s ([model], [lora], [data], [rollout], [algorithm], [optim],
+/// [trainer], [pretrain], [scheduler]) plus [experiment] (seeds, first_seed, jump_at,
+/// methods, lower_target, final_window, stop_at_target, resamples, confidence).
+///
+/// Example: `next experiment --config configs/experiment.toml --out runs/experiment`
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// TOML config; without one, the built-in defaults (the embedded task).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Overrides, e.g. `--set experiment.seeds=3 --set experiment.jump_at=[30,60]`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+    /// A smoke run: a tiny base, one seed, short runs (about a minute on 2 cores). Applied
+    /// before --set, so single values can still be changed.
+    #[arg(long)]
+    quick: bool,
+    /// The experiment directory.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// `next run`'s config plus the experiment's table.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct ExperimentFile {
+    #[serde(flatten)]
+    train: TrainConfig,
+    #[serde(default)]
+    scheduler: SchedulerConfig,
+    #[serde(default)]
+    experiment: ExperimentConfig,
+}
+
+/// What `--quick` changes: a base that pretrains in seconds, one seed, 40 RL steps.
+const QUICK: &[&str] = &[
+    "pretrain.out=runs/base-quick",
+    "pretrain.task=add2",
+    "pretrain.hidden_size=64",
+    "pretrain.layers=2",
+    "pretrain.intermediate_size=128",
+    "pretrain.steps=300",
+    "pretrain.batch=64",
+    "pretrain.train_size=5000",
+    "pretrain.warmup_steps=20",
+    "data.task=add2",
+    "data.train_size=5000",
+    "data.val_size=500",
+    "trainer.steps=40",
+    "trainer.save_every=5",
+    "trainer.val_every=10",
+    "scheduler.horizon=10",
+    "scheduler.grid=[0.5,1.0,2.0]",
+    "experiment.seeds=1",
+    "experiment.jump_at=[20]",
+    "experiment.resamples=200",
+];
+
+/// The commit the binary runs in (and whether the tree has changes), for the report.
+fn commit() -> String {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    match git(&["rev-parse", "--short=12", "HEAD"]) {
+        Some(c) => {
+            let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
+                .is_some_and(|s| !s.is_empty());
+            if dirty {
+                format!("{c} (with uncommitted changes)")
+            } else {
+                c
+            }
+        }
+        None => "unknown (not run from a git checkout)".into(),
+    }
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let mut sets: Vec<String> = if a.quick {
+        QUICK.iter().map(|s| s.to_string()).collect()
+    } else {
+        vec![]
+    };
+    sets.extend(a.sets.iter().cloned());
+    let mut cfg: ExperimentFile = crate::config::load(a.config.as_deref(), &sets)?;
+    let t = &cfg.train.trainer;
+    let plan = Plan::new(
+        cfg.experiment.clone(),
+        cfg.scheduler.clone(),
+        t.steps,
+        t.save_every,
+        t.val_every,
+    )?;
+    let base = ensure_base(&mut cfg.train)?;
+    std::fs::create_dir_all(&a.out)
+        .with_context(|| format!("cannot create {}", a.out.display()))?;
+    let resolved = a.out.join("config.resolved.toml");
+    crate::config::write_resolved(&resolved, &cfg)?;
+    let steps = plan.steps;
+    let arms = plan.arms().len();
+    let total: usize = plan.seeds().len()
+        * (steps
+            + plan
+                .experiment
+                .jump_at
+                .iter()
+                .map(|k| arms * (steps - k))
+                .sum::<usize>());
+    let pb = bar(total as u64, "experiment")?;
+    // RL steps finished in earlier runs, and where the current run started.
+    let done = Rc::new(Cell::new(0u64));
+    let (start, last) = (Rc::new(Cell::new(0u64)), Rc::new(Cell::new(0u64)));
+    let mut engine = InProcess {
+        cfg: cfg.train.clone(),
+        base,
+        on_train: Box::new({
+            let (pb, done, start, last) = (pb.clone(), done.clone(), start.clone(), last.clone());
+            move |_, e| match e {
+                next_trainer::train::Event::Start { step, .. } => {
+                    done.set(done.get() + last.get() - start.get());
+                    start.set(step as u64);
+                    last.set(step as u64);
+                }
+                next_trainer::train::Event::Step { step, .. } => {
+                    last.set(step as u64);
+                    pb.set_position(done.get() + last.get() - start.get());
+                }
+                _ => {}
+            }
+        }),
+    };
+    let results = experiment::run(&mut engine, &plan, &a.out, &mut |e| match e {
+        Event::Stage { seed, what } => pb.set_message(format!("seed {seed}: {what}")),
+        Event::Candidate { lambda, score } => {
+            pb.set_message(format!("λ {lambda:.3} -> validation {score:.3}"))
+        }
+        Event::ArmDone(arm) => {
+            let hit = arm.curve.last().map_or(f64::NAN, |p| p.accuracy);
+            say(
+                &pb,
+                format!(
+                    "seed {} k={} {}: λ {}, after jump {:.3}, last validation {:.3} at step {}, overhead {:.1}s",
+                    arm.seed,
+                    arm.jump_at,
+                    arm.name,
+                    arm.lambda.map_or("–".into(), |l| format!("{l}")),
+                    arm.jump_accuracy(),
+                    hit,
+                    arm.curve.last().map_or(0, |p| p.step),
+                    arm.overhead.total()
+                ),
+            );
+        }
+    })?;
+    drop(engine);
+    pb.finish_and_clear();
+    let store = match &results.analysed {
+        Some(run) => Some(analysed_store(run, cfg.scheduler.horizon)?),
+        None => None,
+    };
+    let config_text = std::fs::read_to_string(&resolved)
+        .with_context(|| format!("cannot read {}", resolved.display()))?;
+    let r = report::write(
+        &a.out.join("report"),
+        &plan,
+        &results,
+        &config_text,
+        &commit(),
+        store.as_ref(),
+    )?;
+    println!("{}", r.table);
+    eprintln!("report: {} ({} plots)", r.markdown.display(), r.plots.len());
+    Ok(())
+}
+
+/// The analysed baseline's full trajectory (extracted into its run directory).
+fn analysed_store(run: &Path, horizon: u64) -> Result<next_trajectory::store::Store> {
+    let dir = run.join("trajectory");
+    extract(
+        &Input::Run {
+            dir: run.to_path_buf(),
+            format: Some(Format::Next),
+        },
+        &dir,
+        &Options {
+            target_gap: Some(horizon),
+            ..Options::default()
+        },
+        &|_, _| {},
+    )?;
+    Ok(next_trajectory::store::Store::open(&dir)?)
+}

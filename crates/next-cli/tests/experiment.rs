@@ -1,0 +1,171 @@
+//! `next experiment --quick` end to end (the CI smoke test of `cargo xtask experiment`): every
+//! arm is present, its numbers are finite and consistent with the baseline it branched from,
+//! the report and non-empty PNG plots exist, a second call resumes without training again, and
+//! a bad plan is refused by key before anything runs.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn next(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_next"))
+        .args(args)
+        .output()
+        .expect("run next")
+}
+
+fn quick(dir: &Path, extra: &[&str]) -> Output {
+    let out = dir.join("exp");
+    let base = format!("pretrain.out={}", dir.join("base").display());
+    let mut args = vec![
+        "experiment",
+        "--quick",
+        "--out",
+        out.to_str().unwrap(),
+        "--set",
+        &base,
+        "--set",
+        "model.threads=1",
+        "--set",
+        "pretrain.threads=1",
+    ];
+    args.extend(extra);
+    next(&args)
+}
+
+const ARMS: [&str; 6] = [
+    "control",
+    "next-reference",
+    "next",
+    "linear-relex",
+    "linear-alpharl",
+    "two-point",
+];
+
+#[test]
+fn quick_experiment_reports_every_arm_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = quick(dir.path(), &[]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    let exp = dir.path().join("exp");
+    let results: Value =
+        serde_json::from_slice(&std::fs::read(exp.join("experiment.json")).unwrap()).unwrap();
+    let baselines = results["baselines"].as_array().unwrap();
+    assert_eq!(baselines.len(), 1);
+    let b = &baselines[0];
+    let target = b["target"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&target));
+    let b_curve = b["curve"].as_array().unwrap();
+    assert_eq!(b_curve.first().unwrap()["step"], 0);
+    assert_eq!(b_curve.last().unwrap()["step"], 40);
+    let arms = results["arms"].as_array().unwrap();
+    let names: Vec<&str> = arms.iter().map(|a| a["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ARMS);
+    for a in arms {
+        let name = a["name"].as_str().unwrap();
+        assert_eq!(a["jump_at"], 20, "{name}");
+        let curve = a["curve"].as_array().unwrap();
+        // The shared prefix is the baseline's own validations, not recomputed.
+        assert_eq!(curve[..2], b_curve[..2], "{name}");
+        let steps: Vec<u64> = curve.iter().map(|p| p["step"].as_u64().unwrap()).collect();
+        assert_eq!(steps, [0, 10, 20, 30, 40], "{name}");
+        let mut last_s = -1.0;
+        for p in curve {
+            let (acc, s) = (
+                p["accuracy"].as_f64().unwrap(),
+                p["seconds"].as_f64().unwrap(),
+            );
+            assert!((0.0..=1.0).contains(&acc) && s.is_finite(), "{name}: {p}");
+            assert!(
+                s >= last_s,
+                "{name}: wall clock must not go back: {curve:?}"
+            );
+            last_s = s;
+        }
+        if name == "control" {
+            assert!(a["lambda"].is_null());
+            // Right after branching, the control is the baseline at step 20.
+            assert_eq!(curve[2]["accuracy"], b_curve[2]["accuracy"]);
+        } else {
+            let lambda = a["lambda"].as_f64().unwrap();
+            let cands = a["candidates"].as_array().unwrap();
+            // λ = 0 and the quick grid 0.5, 1, 2 were all scored; the chosen one is the best.
+            assert_eq!(cands.len(), 4, "{name}");
+            let best = cands
+                .iter()
+                .map(|c| c[1].as_f64().unwrap())
+                .fold(f64::MIN, f64::max);
+            assert_eq!(curve[2]["accuracy"].as_f64().unwrap(), best, "{name}");
+            assert!(cands.iter().any(|c| c[0].as_f64() == Some(lambda)));
+            let overhead: f64 = ["extract", "fit", "search"]
+                .iter()
+                .map(|k| a["overhead"][k].as_f64().unwrap())
+                .sum();
+            assert!(overhead > 0.0 && overhead.is_finite(), "{name}");
+        }
+    }
+    let report = exp.join("report");
+    let md = std::fs::read_to_string(report.join("report.md")).unwrap();
+    for name in ARMS {
+        assert!(
+            md.lines()
+                .any(|l| l.starts_with(&format!("| 20 | {name} |"))),
+            "no table row for {name}:\n{md}"
+        );
+    }
+    assert!(md.contains("[rank-1 energy]"), "{md}");
+    assert!(!md.contains("NaN") && !md.contains("inf"), "{md}");
+    for plot in [
+        "accuracy_vs_step_k20",
+        "accuracy_vs_time_k20",
+        "lambda_search_k20",
+        "rank1_energy",
+    ] {
+        let png = std::fs::read(report.join(format!("{plot}.png"))).unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{plot}");
+        assert!(png.len() > 5_000, "{plot}.png is {} bytes", png.len());
+        assert!(
+            md.contains(&format!("({plot}.png)")),
+            "{plot} not in the report"
+        );
+    }
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(table.lines().filter(|l| l.starts_with("| 20 |")).count(), 6);
+
+    // Resuming a finished experiment trains nothing and measures the same.
+    let again = quick(dir.path(), &[]);
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let results2: Value =
+        serde_json::from_slice(&std::fs::read(exp.join("experiment.json")).unwrap()).unwrap();
+    assert_eq!(results, results2);
+    assert_eq!(String::from_utf8_lossy(&again.stdout), table);
+}
+
+#[test]
+fn a_bad_plan_is_refused_by_key_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    for (set, key) in [
+        ("experiment.jump_at=[25]", "experiment.jump_at"),
+        ("experiment.jump_at=[40]", "experiment.jump_at"),
+        ("experiment.methods=[\"cubic\"]", "experiment.methods"),
+        ("experiment.seeds=0", "experiment.seeds"),
+        ("experiment.confidence=1.5", "experiment.confidence"),
+        ("experiment.colour=1", "colour"),
+        ("scheduler.horizon=30", "scheduler.horizon"),
+    ] {
+        let o = quick(dir.path(), &["--set", set]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{set}: {err}");
+        assert!(err.contains(key), "{set}: {err}");
+        assert!(
+            !dir.path().join("base").exists(),
+            "{set}: pretrained before refusing"
+        );
+    }
+}

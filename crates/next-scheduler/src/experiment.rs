@@ -1,0 +1,626 @@
+//! `next experiment`: every predict-extend method side by side on the same seeds. Per seed a
+//! baseline GRPO run; from its checkpoint at each jump step K a control arm (restarted there
+//! with no jump, as every arm is) and one arm per method (extract, fit, choose λ with the
+//! verifier, jump, continue). Every cost is counted; every arm is resumable on its own.
+//!
+//! Layout under the experiment directory:
+//! `seed-S/baseline/` (a training run), `seed-S/k-K/trajectory/` (the rank-1 store of the
+//! baseline's checkpoints up to K: arms never see past their jump), `seed-S/k-K/<arm>/` (the
+//! arm's run; `arm.json` once finished), `seed-S/k-K/<arm>.adapter/` (the adapter it starts
+//! from, with `jump.json`), and `experiment.json` (every finished baseline and arm).
+//!
+//! Architecture invariant: knows nothing of models or tasks; it sequences the [`Engine`], the
+//! trajectory store and the predictors, and reads the trainer's `metrics.jsonl`.
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+
+use next_predictor::by_name;
+use next_trajectory::extract::{extract, Input, Options};
+use next_trajectory::layout::{discover, Format};
+use serde::{Deserialize, Serialize};
+
+use crate::{choose, io, Chosen, Engine, Error, Result, SchedulerConfig};
+
+/// The `[experiment]` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExperimentConfig {
+    /// Seeds (trainer seeds `first_seed`, `first_seed + 1`, ...); every arm runs on each.
+    pub seeds: usize,
+    pub first_seed: u64,
+    /// Steps at which the arms branch off the baseline (a sweep when several); multiples of
+    /// `trainer.save_every` and `trainer.val_every`.
+    pub jump_at: Vec<usize>,
+    /// Predictors compared (`next-scheduler`'s names); the control arm is always added.
+    pub methods: Vec<String>,
+    /// The lower target: this fraction of the way from the base accuracy to the baseline's
+    /// final accuracy.
+    pub lower_target: f64,
+    /// Last validations of the baseline averaged into its final accuracy (the target).
+    pub final_window: usize,
+    /// Stop an arm once its validation accuracy reaches the target (saves time; then
+    /// accuracy at equal step budgets is only known up to there).
+    pub stop_at_target: bool,
+    /// Bootstrap resamples of the seeds for the confidence intervals.
+    pub resamples: usize,
+    /// Confidence level of the intervals.
+    pub confidence: f64,
+}
+
+impl Default for ExperimentConfig {
+    fn default() -> Self {
+        Self {
+            seeds: 5,
+            first_seed: 0,
+            jump_at: vec![50],
+            methods: [
+                "next-reference",
+                "next",
+                "linear-relex",
+                "linear-alpharl",
+                "two-point",
+            ]
+            .map(String::from)
+            .to_vec(),
+            lower_target: 0.9,
+            final_window: 1,
+            stop_at_target: false,
+            resamples: 2000,
+            confidence: 0.95,
+        }
+    }
+}
+
+/// The name of the arm that branches at K with no jump.
+pub const CONTROL: &str = "control";
+
+/// One validation of a run: the step, the accuracy, and the wall clock spent to get there
+/// (RL steps of the run and of the baseline prefix it branched from, plus its jump's
+/// overhead; validation itself is not counted, every arm does the same).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Point {
+    pub step: usize,
+    pub accuracy: f64,
+    pub seconds: f64,
+}
+
+/// What a jump cost, in seconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Overhead {
+    pub extract: f64,
+    pub fit: f64,
+    pub search: f64,
+}
+
+impl Overhead {
+    pub fn total(&self) -> f64 {
+        self.extract + self.fit + self.search
+    }
+}
+
+/// The baseline run of one seed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Baseline {
+    pub seed: u64,
+    pub curve: Vec<Point>,
+    /// The final accuracy (mean of the last `final_window` validations): the target.
+    pub target: f64,
+    pub lower_target: f64,
+}
+
+/// One arm of one seed at one jump step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Arm {
+    pub seed: u64,
+    pub jump_at: usize,
+    pub name: String,
+    /// The jump chosen (None for the control).
+    pub lambda: Option<f64>,
+    /// (λ, validation accuracy) scored by the search.
+    pub candidates: Vec<(f64, f64)>,
+    pub overhead: Overhead,
+    /// Baseline validations before K, the accuracy right after the jump at K, then the arm's.
+    pub curve: Vec<Point>,
+}
+
+impl Arm {
+    /// Validation accuracy right after the jump.
+    pub fn jump_accuracy(&self) -> f64 {
+        self.curve
+            .iter()
+            .find(|p| p.step == self.jump_at)
+            .map_or(f64::NAN, |p| p.accuracy)
+    }
+}
+
+/// The first validation at or above `target`, if any.
+pub fn reached(curve: &[Point], target: f64) -> Option<Point> {
+    curve.iter().copied().find(|p| p.accuracy >= target)
+}
+
+/// Everything the experiment measured; `experiment.json`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Results {
+    pub baselines: Vec<Baseline>,
+    pub arms: Vec<Arm>,
+    /// The run whose trajectory the report analyses (the first seed's baseline).
+    pub analysed: Option<PathBuf>,
+}
+
+pub const RESULTS: &str = "experiment.json";
+
+/// Progress, for the CLI.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// What runs now (seed, what).
+    Stage {
+        seed: u64,
+        what: String,
+    },
+    Candidate {
+        lambda: f64,
+        score: f64,
+    },
+    ArmDone(Arm),
+}
+
+/// One metrics.jsonl line, reduced to what the experiment reads.
+#[derive(Debug, Clone, Copy)]
+struct Row {
+    step: usize,
+    /// Mean over data sources of the greedy validation accuracy, if validated here.
+    val: Option<f64>,
+    /// `timing_s/step`, if this line is a training step.
+    seconds: Option<f64>,
+}
+
+fn read_metrics(run: &Path) -> Result<Vec<Row>> {
+    let path = run.join(next_trainer::train::METRICS);
+    let file = std::fs::File::open(&path).map_err(io(&path))?;
+    let mut rows = vec![];
+    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line.map_err(io(&path))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let bad = |why: String| Error::Config(format!("{} line {}: {why}", path.display(), i + 1));
+        let v: serde_json::Value = serde_json::from_str(&line).map_err(|e| bad(e.to_string()))?;
+        let step = v["step"]
+            .as_u64()
+            .ok_or_else(|| bad("no integer \"step\"".into()))? as usize;
+        let data = v["data"]
+            .as_object()
+            .ok_or_else(|| bad("no \"data\" object".into()))?;
+        let vals: Vec<f64> = data
+            .iter()
+            .filter(|(k, _)| k.starts_with("val-core/") && k.ends_with("/reward/mean@1"))
+            .filter_map(|(_, x)| x.as_f64())
+            .collect();
+        rows.push(Row {
+            step,
+            val: (!vals.is_empty()).then(|| vals.iter().sum::<f64>() / vals.len() as f64),
+            seconds: data.get("timing_s/step").and_then(|x| x.as_f64()),
+        });
+    }
+    Ok(rows)
+}
+
+/// Validation points of a run, with wall clock from `start` seconds at step `from` (rows
+/// before `from` are ignored).
+fn curve(rows: &[Row], from: usize, start: f64) -> Vec<Point> {
+    let mut t = start;
+    let mut out = vec![];
+    for r in rows.iter().filter(|r| r.step >= from) {
+        if r.step > from {
+            t += r.seconds.unwrap_or(0.0);
+        }
+        if let Some(a) = r.val {
+            out.push(Point {
+                step: r.step,
+                accuracy: a,
+                seconds: t,
+            });
+        }
+    }
+    out
+}
+
+/// Wall clock of a run's RL steps up to `step`.
+fn seconds_to(rows: &[Row], step: usize) -> f64 {
+    rows.iter()
+        .filter(|r| r.step <= step)
+        .filter_map(|r| r.seconds)
+        .sum()
+}
+
+/// The experiment's plan and settings, checked.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub experiment: ExperimentConfig,
+    pub scheduler: SchedulerConfig,
+    pub steps: usize,
+    pub save_every: usize,
+    pub val_every: usize,
+}
+
+impl Plan {
+    /// Checks that the settings fit together before anything runs.
+    pub fn new(
+        experiment: ExperimentConfig,
+        scheduler: SchedulerConfig,
+        steps: usize,
+        save_every: usize,
+        val_every: usize,
+    ) -> Result<Self> {
+        let bad = |m: String| Err(Error::Config(m));
+        let e = &experiment;
+        if e.seeds == 0 {
+            return bad("experiment.seeds must be at least 1".into());
+        }
+        if e.jump_at.is_empty() {
+            return bad("experiment.jump_at is empty".into());
+        }
+        if save_every == 0 || val_every == 0 {
+            return bad("trainer.save_every and trainer.val_every must be positive".into());
+        }
+        if !steps.is_multiple_of(val_every) {
+            return bad(format!(
+                "trainer.steps ({steps}) must be a multiple of trainer.val_every ({val_every}) so the baseline ends on a validation"
+            ));
+        }
+        for &k in &e.jump_at {
+            if k == 0 || k >= steps || !k.is_multiple_of(save_every) || !k.is_multiple_of(val_every)
+            {
+                return bad(format!(
+                    "experiment.jump_at has {k}: each must be below trainer.steps ({steps}) and a positive multiple of trainer.save_every ({save_every}) and trainer.val_every ({val_every})"
+                ));
+            }
+            if (scheduler.horizon as usize) > k {
+                return bad(format!(
+                    "scheduler.horizon ({}) is beyond experiment.jump_at {k}: no checkpoint pair that far apart exists before the jump",
+                    scheduler.horizon
+                ));
+            }
+        }
+        if scheduler.horizon == 0 || !scheduler.horizon.is_multiple_of(save_every as u64) {
+            return bad(format!(
+                "scheduler.horizon ({}) must be a positive multiple of trainer.save_every ({save_every})",
+                scheduler.horizon
+            ));
+        }
+        for m in &e.methods {
+            by_name(m, None).map_err(|err| Error::Config(format!("experiment.methods: {err}")))?;
+        }
+        if !(e.lower_target > 0.0 && e.lower_target <= 1.0) {
+            return bad(format!(
+                "experiment.lower_target is {}; expected a fraction in (0, 1]",
+                e.lower_target
+            ));
+        }
+        if !(e.confidence > 0.0 && e.confidence < 1.0) {
+            return bad(format!(
+                "experiment.confidence is {}; expected a level in (0, 1)",
+                e.confidence
+            ));
+        }
+        if e.final_window == 0 || e.final_window * val_every > steps {
+            return bad(format!(
+                "experiment.final_window ({}) must be between 1 and the number of validations",
+                e.final_window
+            ));
+        }
+        scheduler.search()?;
+        Ok(Self {
+            experiment,
+            scheduler,
+            steps,
+            save_every,
+            val_every,
+        })
+    }
+
+    /// Arms per seed and jump step: the control, then the methods.
+    pub fn arms(&self) -> Vec<String> {
+        std::iter::once(CONTROL.to_string())
+            .chain(self.experiment.methods.iter().cloned())
+            .collect()
+    }
+
+    pub fn seeds(&self) -> Vec<u64> {
+        (0..self.experiment.seeds as u64)
+            .map(|i| self.experiment.first_seed + i)
+            .collect()
+    }
+}
+
+pub fn seed_dir(out: &Path, seed: u64) -> PathBuf {
+    out.join(format!("seed-{seed}"))
+}
+
+fn k_dir(out: &Path, seed: u64, k: usize) -> PathBuf {
+    seed_dir(out, seed).join(format!("k-{k}"))
+}
+
+fn read_or<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
+    if !path.is_file() {
+        return Ok(None);
+    }
+    next_model::io::read_json(path)
+        .map(Some)
+        .map_err(|e| Error::Config(e.to_string()))
+}
+
+fn write<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    next_model::io::write_json(path, value).map_err(|e| Error::Config(e.to_string()))
+}
+
+/// Runs (or resumes) the whole experiment in `out`; returns every measurement.
+pub fn run(
+    engine: &mut dyn Engine,
+    plan: &Plan,
+    out: &Path,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<Results> {
+    std::fs::create_dir_all(out).map_err(io(out))?;
+    let mut results = Results::default();
+    for seed in plan.seeds() {
+        engine.set_seed(seed);
+        let baseline = baseline(engine, plan, out, seed, on_event)?;
+        if results.analysed.is_none() {
+            results.analysed = Some(seed_dir(out, seed).join("baseline"));
+        }
+        for &k in &plan.experiment.jump_at {
+            for name in plan.arms() {
+                let arm = arm(engine, plan, out, &baseline, k, &name, on_event)?;
+                on_event(Event::ArmDone(arm.clone()));
+                results.arms.push(arm);
+                write(&out.join(RESULTS), &results)?;
+            }
+        }
+        results.baselines.push(baseline);
+        write(&out.join(RESULTS), &results)?;
+    }
+    Ok(results)
+}
+
+fn baseline(
+    engine: &mut dyn Engine,
+    plan: &Plan,
+    out: &Path,
+    seed: u64,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<Baseline> {
+    let dir = seed_dir(out, seed).join("baseline");
+    on_event(Event::Stage {
+        seed,
+        what: format!("baseline: training to step {}", plan.steps),
+    });
+    engine.train(&dir, plan.steps)?;
+    let rows = read_metrics(&dir)?;
+    let curve = curve(&rows, 0, 0.0);
+    let n = plan.experiment.final_window;
+    if curve.len() < n + 1 || curve.last().map(|p| p.step) != Some(plan.steps) {
+        return Err(Error::Config(format!(
+            "{}: the baseline has {} validations, not through step {}; was it trained with another trainer.val_every?",
+            dir.display(),
+            curve.len(),
+            plan.steps
+        )));
+    }
+    let target = curve[curve.len() - n..]
+        .iter()
+        .map(|p| p.accuracy)
+        .sum::<f64>()
+        / n as f64;
+    let base = curve[0].accuracy;
+    Ok(Baseline {
+        seed,
+        target,
+        lower_target: base + plan.experiment.lower_target * (target - base),
+        curve,
+    })
+}
+
+/// The rank-1 store of the baseline's checkpoints up to `k`, and the seconds extracting it
+/// took (recorded, so a resumed experiment still counts them).
+fn store_up_to(plan: &Plan, out: &Path, seed: u64, k: usize) -> Result<(PathBuf, f64)> {
+    let dir = k_dir(out, seed, k);
+    let store = dir.join("trajectory");
+    let record = dir.join("extract.json");
+    if let Some(s) = read_or::<f64>(&record)? {
+        return Ok((store, s));
+    }
+    let t = std::time::Instant::now();
+    let (_, cps) = discover(&seed_dir(out, seed).join("baseline"), Some(Format::Next))?;
+    let cps: Vec<_> = cps.into_iter().filter(|c| c.step as usize <= k).collect();
+    extract(
+        &Input::List(cps),
+        &store,
+        &Options {
+            target_gap: Some(plan.scheduler.horizon),
+            ..Options::default()
+        },
+        &|_, _| {},
+    )?;
+    let s = t.elapsed().as_secs_f64();
+    write(&record, &s)?;
+    Ok((store, s))
+}
+
+/// The jump of arm `name` (or, for the control, none) and the adapter it starts from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Jump {
+    chosen: Option<Chosen>,
+    overhead: Overhead,
+    adapter: PathBuf,
+    /// Validation accuracy of `adapter`.
+    accuracy: f64,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn jump(
+    engine: &mut dyn Engine,
+    plan: &Plan,
+    out: &Path,
+    b: &Baseline,
+    k: usize,
+    name: &str,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<Jump> {
+    let from = seed_dir(out, b.seed)
+        .join("baseline")
+        .join(format!("global_step_{k}/actor/lora_adapter"));
+    if name == CONTROL {
+        let at_k = b.curve.iter().find(|p| p.step == k).map(|p| p.accuracy);
+        return Ok(Jump {
+            chosen: None,
+            overhead: Overhead::default(),
+            adapter: from,
+            accuracy: at_k.unwrap_or(f64::NAN),
+        });
+    }
+    let adapter = k_dir(out, b.seed, k).join(format!("{name}.adapter"));
+    let record = adapter.join("jump.json");
+    if let Some(j) = read_or::<Jump>(&record)? {
+        return Ok(j);
+    }
+    let (store, extract_s) = store_up_to(plan, out, b.seed, k)?;
+    on_event(Event::Stage {
+        seed: b.seed,
+        what: format!("k={k} {name}: fit, choose λ"),
+    });
+    let search = plan.scheduler.search()?;
+    let mut chosen = choose(
+        engine,
+        &plan.scheduler,
+        name,
+        search.as_ref(),
+        &store,
+        &from,
+        &adapter,
+        &mut |lambda, score| on_event(Event::Candidate { lambda, score }),
+    )?;
+    if chosen.score.is_nan() {
+        chosen.score = engine.score(&adapter)?.0;
+    }
+    let j = Jump {
+        overhead: Overhead {
+            extract: extract_s,
+            fit: chosen.fit_seconds,
+            search: chosen.search_seconds,
+        },
+        accuracy: chosen.score,
+        chosen: Some(chosen),
+        adapter: adapter.clone(),
+    };
+    write(&record, &j)?;
+    Ok(j)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn arm(
+    engine: &mut dyn Engine,
+    plan: &Plan,
+    out: &Path,
+    b: &Baseline,
+    k: usize,
+    name: &str,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<Arm> {
+    let dir = k_dir(out, b.seed, k).join(name);
+    let done = dir.join("arm.json");
+    if let Some(a) = read_or::<Arm>(&done)? {
+        return Ok(a);
+    }
+    let j = jump(engine, plan, out, b, k, name, on_event)?;
+    let base_dir = seed_dir(out, b.seed).join("baseline");
+    let base_rows = read_metrics(&base_dir)?;
+    let start = seconds_to(&base_rows, k) + j.overhead.total();
+    let mut points: Vec<Point> = b.curve.iter().copied().filter(|p| p.step < k).collect();
+    points.push(Point {
+        step: k,
+        accuracy: j.accuracy,
+        seconds: start,
+    });
+    if !dir.join("latest_checkpointed_iteration.txt").is_file() {
+        engine.start_from(&dir, &base_dir, k, &j.adapter)?;
+    }
+    let stop_at_target = plan.experiment.stop_at_target;
+    let own = |dir: &Path| -> Result<Vec<Point>> {
+        if !dir.join(next_trainer::train::METRICS).is_file() {
+            return Ok(vec![]);
+        }
+        Ok(curve(&read_metrics(dir)?, k, start)
+            .into_iter()
+            .filter(|p| p.step > k)
+            .collect())
+    };
+    let mut at = k;
+    loop {
+        let so_far = own(&dir)?;
+        at = so_far.last().map_or(at, |p| p.step);
+        let hit = j.accuracy >= b.target || reached(&so_far, b.target).is_some();
+        if at >= plan.steps || (stop_at_target && hit) {
+            points.extend(so_far);
+            break;
+        }
+        let until = if stop_at_target {
+            (at + plan.val_every).min(plan.steps)
+        } else {
+            plan.steps
+        };
+        on_event(Event::Stage {
+            seed: b.seed,
+            what: format!("k={k} {name}: training to step {until}"),
+        });
+        engine.train(&dir, until)?;
+        at = until;
+    }
+    let arm = Arm {
+        seed: b.seed,
+        jump_at: k,
+        name: name.to_string(),
+        lambda: j.chosen.as_ref().map(|c| c.lambda),
+        candidates: j
+            .chosen
+            .as_ref()
+            .map(|c| c.candidates.clone())
+            .unwrap_or_default(),
+        overhead: j.overhead,
+        curve: points,
+    };
+    write(&done, &arm)?;
+    Ok(arm)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(v: &[(usize, Option<f64>, Option<f64>)]) -> Vec<Row> {
+        v.iter()
+            .map(|&(step, val, seconds)| Row { step, val, seconds })
+            .collect()
+    }
+
+    #[test]
+    fn curves_count_only_the_steps_after_their_start() {
+        let r = rows(&[
+            (0, Some(0.2), None),
+            (1, None, Some(1.0)),
+            (2, Some(0.5), Some(2.0)),
+            (3, None, Some(4.0)),
+            (4, Some(0.7), Some(8.0)),
+        ]);
+        let c = curve(&r, 0, 0.0);
+        let got: Vec<(usize, f64, f64)> =
+            c.iter().map(|p| (p.step, p.accuracy, p.seconds)).collect();
+        assert_eq!(got, vec![(0, 0.2, 0.0), (2, 0.5, 3.0), (4, 0.7, 15.0)]);
+        let c = curve(&r, 2, 10.0);
+        assert_eq!(c.last().unwrap().seconds, 22.0);
+        assert_eq!(seconds_to(&r, 2), 3.0);
+        assert_eq!(reached(&curve(&r, 0, 0.0), 0.6).unwrap().step, 4);
+        assert!(reached(&curve(&r, 0, 0.0), 0.9).is_none());
+    }
+}
