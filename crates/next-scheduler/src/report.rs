@@ -341,6 +341,15 @@ fn rasterise(svg: &Path, png: &Path, opt: &resvg::usvg::Options) -> Result<()> {
     next_model::io::write_atomic(png, &bytes).map_err(|e| bad(e.to_string()))
 }
 
+/// A plot to draw: file stem, title, x and y labels, and (label, points) lines.
+type Chart = (
+    String,
+    String,
+    &'static str,
+    &'static str,
+    Vec<(String, Vec<(f64, f64)>)>,
+);
+
 /// What [`write`] produced.
 #[derive(Debug, Clone)]
 pub struct Report {
@@ -364,7 +373,7 @@ pub fn write(
     let rows = rows(plan, results);
     let table = table(plan, &rows);
     let names = plan.arms();
-    let mut charts: Vec<(String, String, &str, &str, Vec<(String, Vec<(f64, f64)>)>)> = vec![];
+    let mut charts: Vec<Chart> = vec![];
     for &k in &plan.experiment.jump_at {
         let curves = mean_curves(results, k, &names);
         let xy = |f: &dyn Fn(&Point) -> (f64, f64)| -> Vec<(String, Vec<(f64, f64)>)> {
