@@ -122,6 +122,17 @@ pub fn run(a: Args) -> Result<()> {
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("cannot create {}", a.out.display()))?;
     let resolved = a.out.join("config.resolved.toml");
+    // Finished arms are reused on a second call, so they must come from the same settings.
+    let text = toml::to_string_pretty(&cfg).context("serialising the resolved config")?;
+    if let Ok(before) = std::fs::read_to_string(&resolved) {
+        if before != text {
+            anyhow::bail!(
+                "{} holds an experiment with other settings than these (compare {}); use another --out, or delete it to start over",
+                a.out.display(),
+                resolved.display()
+            );
+        }
+    }
     crate::config::write_resolved(&resolved, &cfg)?;
     let steps = plan.steps;
     let arms = plan.arms().len();

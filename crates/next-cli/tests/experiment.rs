@@ -145,6 +145,12 @@ fn quick_experiment_reports_every_arm_and_resumes() {
         serde_json::from_slice(&std::fs::read(exp.join("experiment.json")).unwrap()).unwrap();
     assert_eq!(results, results2);
     assert_eq!(String::from_utf8_lossy(&again.stdout), table);
+
+    // Other settings in the same directory would mix old arms with new ones: refused.
+    let other = quick(dir.path(), &["--set", "scheduler.grid=[1.0]"]);
+    let err = String::from_utf8_lossy(&other.stderr);
+    assert_eq!(other.status.code(), Some(1), "{err}");
+    assert!(err.contains("config.resolved.toml"), "{err}");
 }
 
 #[test]
@@ -158,6 +164,7 @@ fn a_bad_plan_is_refused_by_key_before_anything_runs() {
         ("experiment.confidence=1.5", "experiment.confidence"),
         ("experiment.colour=1", "colour"),
         ("scheduler.horizon=30", "scheduler.horizon"),
+        ("experiment.rounds=2", "experiment.rounds"),
     ] {
         let o = quick(dir.path(), &["--set", set]);
         let err = String::from_utf8_lossy(&o.stderr);
@@ -168,4 +175,58 @@ fn a_bad_plan_is_refused_by_key_before_anything_runs() {
             "{set}: pretrained before refusing"
         );
     }
+}
+
+#[test]
+fn repeated_jumps_fit_each_segment_on_its_own_trajectory() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = quick(
+        dir.path(),
+        &[
+            "--set",
+            "experiment.methods=[\"linear-relex\"]",
+            "--set",
+            "experiment.rounds=2",
+            "--set",
+            "experiment.every=10",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let exp = dir.path().join("exp");
+    let results: Value =
+        serde_json::from_slice(&std::fs::read(exp.join("experiment.json")).unwrap()).unwrap();
+    let arms = results["arms"].as_array().unwrap();
+    assert_eq!(arms.len(), 2);
+    let (control, relex) = (&arms[0], &arms[1]);
+    assert_eq!(control["later_lambdas"].as_array().unwrap().len(), 0);
+    assert_eq!(relex["later_lambdas"].as_array().unwrap().len(), 1);
+    let steps: Vec<u64> = relex["curve"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["step"].as_u64().unwrap())
+        .collect();
+    // One point per validation step: at 30 the accuracy after the second jump replaces the one before it.
+    assert_eq!(steps, [0, 10, 20, 30, 40]);
+    let k = exp.join("seed-0/k-20");
+    // The second segment starts at step 30 from the second jump and has its own trajectory.
+    assert!(k.join("linear-relex.round-1/global_step_40").is_dir());
+    assert!(k.join("linear-relex/trajectory/index.json").is_file());
+    assert!(k.join("linear-relex.round-1.adapter/jump.json").is_file());
+    let j: Value = serde_json::from_slice(
+        &std::fs::read(k.join("linear-relex.round-1.adapter/jump.json")).unwrap(),
+    )
+    .unwrap();
+    let second = j["accuracy"].as_f64().unwrap();
+    assert_eq!(relex["curve"][3]["accuracy"].as_f64().unwrap(), second);
+    // λ = 0 is among the candidates, so the accuracy after a jump is never below the one before.
+    let before = j["chosen"]["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c[0].as_f64() == Some(0.0))
+        .unwrap()[1]
+        .as_f64()
+        .unwrap();
+    assert!(second >= before);
 }

@@ -7,7 +7,9 @@
 //! `seed-S/baseline/` (a training run), `seed-S/k-K/trajectory/` (the rank-1 store of the
 //! baseline's checkpoints up to K: arms never see past their jump), `seed-S/k-K/<arm>/` (the
 //! arm's run; `arm.json` once finished), `seed-S/k-K/<arm>.adapter/` (the adapter it starts
-//! from, with `jump.json`), and `experiment.json` (every finished baseline and arm).
+//! from, with `jump.json`), with `experiment.rounds` > 1 also `<arm>.round-R/` and
+//! `<arm>.round-R.adapter/` per further jump, and `experiment.json` (every finished baseline
+//! and arm).
 //!
 //! Architecture invariant: knows nothing of models or tasks; it sequences the [`Engine`], the
 //! trajectory store and the predictors, and reads the trainer's `metrics.jsonl`.
@@ -42,6 +44,10 @@ pub struct ExperimentConfig {
     /// Stop an arm once its validation accuracy reaches the target (saves time; then
     /// accuracy at equal step budgets is only known up to there).
     pub stop_at_target: bool,
+    /// Jumps per method arm: the first at K, then one every `every` steps, each fitted on
+    /// the arm's own trajectory since its last jump.
+    pub rounds: usize,
+    pub every: usize,
     /// Bootstrap resamples of the seeds for the confidence intervals.
     pub resamples: usize,
     /// Confidence level of the intervals.
@@ -66,6 +72,8 @@ impl Default for ExperimentConfig {
             lower_target: 0.9,
             final_window: 1,
             stop_at_target: false,
+            rounds: 1,
+            every: 20,
             resamples: 2000,
             confidence: 0.95,
         }
@@ -115,8 +123,11 @@ pub struct Arm {
     pub seed: u64,
     pub jump_at: usize,
     pub name: String,
-    /// The jump chosen (None for the control).
+    /// The jump chosen at K (None for the control).
     pub lambda: Option<f64>,
+    /// The λ of each further jump (`experiment.rounds` > 1).
+    #[serde(default)]
+    pub later_lambdas: Vec<f64>,
     /// (λ, validation accuracy) scored by the search.
     pub candidates: Vec<(f64, f64)>,
     pub overhead: Overhead,
@@ -310,6 +321,32 @@ impl Plan {
                 e.final_window
             ));
         }
+        if e.rounds == 0 {
+            return bad("experiment.rounds must be at least 1".into());
+        }
+        if e.rounds > 1 {
+            let ev = e.every;
+            if ev < 2 * save_every
+                || (ev as u64) < scheduler.horizon
+                || !ev.is_multiple_of(save_every)
+                || !ev.is_multiple_of(val_every)
+            {
+                return bad(format!(
+                    "experiment.every ({ev}) must be a multiple of trainer.save_every ({save_every}) and trainer.val_every ({val_every}), at least two checkpoints and at least scheduler.horizon ({}) apart",
+                    scheduler.horizon
+                ));
+            }
+            if let Some(k) = e
+                .jump_at
+                .iter()
+                .find(|&&k| k + (e.rounds - 1) * ev >= steps)
+            {
+                return bad(format!(
+                    "experiment.rounds ({}) jumps every {ev} steps from {k} do not fit before trainer.steps ({steps})",
+                    e.rounds
+                ));
+            }
+        }
         scheduler.search()?;
         Ok(Self {
             experiment,
@@ -422,21 +459,21 @@ fn baseline(
     })
 }
 
-/// The rank-1 store of the baseline's checkpoints up to `k`, and the seconds extracting it
-/// took (recorded, so a resumed experiment still counts them).
-fn store_up_to(plan: &Plan, out: &Path, seed: u64, k: usize) -> Result<(PathBuf, f64)> {
-    let dir = k_dir(out, seed, k);
-    let store = dir.join("trajectory");
-    let record = dir.join("extract.json");
-    if let Some(s) = read_or::<f64>(&record)? {
-        return Ok((store, s));
+/// Extracts the rank-1 store of `run`'s checkpoints up to `step` into `store`, and returns the
+/// seconds it took (kept in `record`, so a resumed experiment still counts them).
+fn extract_timed(plan: &Plan, run: &Path, step: usize, store: &Path, record: &Path) -> Result<f64> {
+    if let Some(s) = read_or::<f64>(record)? {
+        return Ok(s);
     }
     let t = std::time::Instant::now();
-    let (_, cps) = discover(&seed_dir(out, seed).join("baseline"), Some(Format::Next))?;
-    let cps: Vec<_> = cps.into_iter().filter(|c| c.step as usize <= k).collect();
+    let (_, cps) = discover(run, Some(Format::Next))?;
+    let cps: Vec<_> = cps
+        .into_iter()
+        .filter(|c| c.step as usize <= step)
+        .collect();
     extract(
         &Input::List(cps),
-        &store,
+        store,
         &Options {
             target_gap: Some(plan.scheduler.horizon),
             ..Options::default()
@@ -444,11 +481,11 @@ fn store_up_to(plan: &Plan, out: &Path, seed: u64, k: usize) -> Result<(PathBuf,
         &|_, _| {},
     )?;
     let s = t.elapsed().as_secs_f64();
-    write(&record, &s)?;
-    Ok((store, s))
+    write(record, &s)?;
+    Ok(s)
 }
 
-/// The jump of arm `name` (or, for the control, none) and the adapter it starts from.
+/// A jump an arm starts a segment from, and what it cost.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Jump {
     chosen: Option<Chosen>,
@@ -458,51 +495,36 @@ struct Jump {
     accuracy: f64,
 }
 
+/// Fits `name` on `store`, chooses λ from the adapter `from`, and writes the jump to `out`
+/// (with `jump.json`, which a resumed experiment reuses).
 #[allow(clippy::too_many_arguments)]
 fn jump(
     engine: &mut dyn Engine,
     plan: &Plan,
-    out: &Path,
-    b: &Baseline,
-    k: usize,
     name: &str,
+    store: &Path,
+    extract_s: f64,
+    from: &Path,
+    out: &Path,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<Jump> {
-    let from = seed_dir(out, b.seed)
-        .join("baseline")
-        .join(format!("global_step_{k}/actor/lora_adapter"));
-    if name == CONTROL {
-        let at_k = b.curve.iter().find(|p| p.step == k).map(|p| p.accuracy);
-        return Ok(Jump {
-            chosen: None,
-            overhead: Overhead::default(),
-            adapter: from,
-            accuracy: at_k.unwrap_or(f64::NAN),
-        });
-    }
-    let adapter = k_dir(out, b.seed, k).join(format!("{name}.adapter"));
-    let record = adapter.join("jump.json");
+    let record = out.join("jump.json");
     if let Some(j) = read_or::<Jump>(&record)? {
         return Ok(j);
     }
-    let (store, extract_s) = store_up_to(plan, out, b.seed, k)?;
-    on_event(Event::Stage {
-        seed: b.seed,
-        what: format!("k={k} {name}: fit, choose λ"),
-    });
     let search = plan.scheduler.search()?;
     let mut chosen = choose(
         engine,
         &plan.scheduler,
         name,
         search.as_ref(),
-        &store,
-        &from,
-        &adapter,
+        store,
+        from,
+        out,
         &mut |lambda, score| on_event(Event::Candidate { lambda, score }),
     )?;
     if chosen.score.is_nan() {
-        chosen.score = engine.score(&adapter)?.0;
+        chosen.score = engine.score(out)?.0;
     }
     let j = Jump {
         overhead: Overhead {
@@ -512,12 +534,16 @@ fn jump(
         },
         accuracy: chosen.score,
         chosen: Some(chosen),
-        adapter: adapter.clone(),
+        adapter: out.to_path_buf(),
     };
     write(&record, &j)?;
     Ok(j)
 }
 
+/// Runs one arm: a segment from its first jump at `k` (none for the control), and for
+/// `experiment.rounds` > 1 further jumps every `experiment.every` steps, each from the
+/// previous segment's own trajectory (the adapter grows by `scheduler.rank` per jump, so each
+/// segment is its own run directory).
 #[allow(clippy::too_many_arguments)]
 fn arm(
     engine: &mut dyn Engine,
@@ -528,66 +554,170 @@ fn arm(
     name: &str,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<Arm> {
-    let dir = k_dir(out, b.seed, k).join(name);
+    let kd = k_dir(out, b.seed, k);
+    let dir = kd.join(name);
     let done = dir.join("arm.json");
     if let Some(a) = read_or::<Arm>(&done)? {
         return Ok(a);
     }
-    let j = jump(engine, plan, out, b, k, name, on_event)?;
     let base_dir = seed_dir(out, b.seed).join("baseline");
+    let from = base_dir.join(format!("global_step_{k}/actor/lora_adapter"));
+    let first = if name == CONTROL {
+        Jump {
+            chosen: None,
+            overhead: Overhead::default(),
+            adapter: from,
+            accuracy: b
+                .curve
+                .iter()
+                .find(|p| p.step == k)
+                .map_or(f64::NAN, |p| p.accuracy),
+        }
+    } else {
+        let store = kd.join("trajectory");
+        let ex = extract_timed(plan, &base_dir, k, &store, &kd.join("extract.json"))?;
+        on_event(Event::Stage {
+            seed: b.seed,
+            what: format!("k={k} {name}: fit, choose λ"),
+        });
+        jump(
+            engine,
+            plan,
+            name,
+            &store,
+            ex,
+            &from,
+            &kd.join(format!("{name}.adapter")),
+            on_event,
+        )?
+    };
+    let rounds = if name == CONTROL {
+        1
+    } else {
+        plan.experiment.rounds
+    };
+    let segment = |r: usize| {
+        if r == 0 {
+            dir.clone()
+        } else {
+            kd.join(format!("{name}.round-{r}"))
+        }
+    };
     let base_rows = read_metrics(&base_dir)?;
-    let start = seconds_to(&base_rows, k) + j.overhead.total();
+    let mut start = seconds_to(&base_rows, k) + first.overhead.total();
     let mut points: Vec<Point> = b.curve.iter().copied().filter(|p| p.step < k).collect();
     points.push(Point {
         step: k,
-        accuracy: j.accuracy,
+        accuracy: first.accuracy,
         seconds: start,
     });
-    if !dir.join("latest_checkpointed_iteration.txt").is_file() {
-        engine.start_from(&dir, &base_dir, k, &j.adapter)?;
-    }
-    let stop_at_target = plan.experiment.stop_at_target;
-    let own = |dir: &Path| -> Result<Vec<Point>> {
-        if !dir.join(next_trainer::train::METRICS).is_file() {
-            return Ok(vec![]);
-        }
-        Ok(curve(&read_metrics(dir)?, k, start)
-            .into_iter()
-            .filter(|p| p.step > k)
-            .collect())
-    };
+    let mut jumps = vec![first];
     let mut at = k;
-    loop {
-        let so_far = own(&dir)?;
-        at = so_far.last().map_or(at, |p| p.step);
-        let hit = j.accuracy >= b.target || reached(&so_far, b.target).is_some();
-        if at >= plan.steps || (stop_at_target && hit) {
-            points.extend(so_far);
-            break;
-        }
-        let until = if stop_at_target {
-            (at + plan.val_every).min(plan.steps)
+    for r in 0..rounds {
+        let run = segment(r);
+        let end = if r + 1 < rounds {
+            k + (r + 1) * plan.experiment.every
         } else {
             plan.steps
         };
+        if !run.join("latest_checkpointed_iteration.txt").is_file() {
+            let prev = if r == 0 {
+                base_dir.clone()
+            } else {
+                segment(r - 1)
+            };
+            engine.start_from(&run, &prev, at, &jumps[r].adapter)?;
+        }
+        let (seg_start, seg_secs) = (at, start);
+        let own = |run: &Path| -> Result<Vec<Point>> {
+            if !run.join(next_trainer::train::METRICS).is_file() {
+                return Ok(vec![]);
+            }
+            Ok(curve(&read_metrics(run)?, seg_start, seg_secs)
+                .into_iter()
+                .filter(|p| p.step > seg_start)
+                .collect())
+        };
+        let hit;
+        loop {
+            let so_far = own(&run)?;
+            let last = so_far.last().map_or(seg_start, |p| p.step);
+            let reached_here =
+                jumps[r].accuracy >= b.target || reached(&so_far, b.target).is_some();
+            if last >= end || (plan.experiment.stop_at_target && reached_here) {
+                points.extend(so_far);
+                at = last;
+                hit = reached_here;
+                break;
+            }
+            let until = if plan.experiment.stop_at_target {
+                (last + plan.val_every).min(end)
+            } else {
+                end
+            };
+            on_event(Event::Stage {
+                seed: b.seed,
+                what: format!("k={k} {name}: training to step {until}"),
+            });
+            engine.train(&run, until)?;
+        }
+        start = points.last().map_or(start, |p| p.seconds);
+        if r + 1 == rounds || (plan.experiment.stop_at_target && hit) {
+            break;
+        }
+        let ex = extract_timed(
+            plan,
+            &run,
+            end,
+            &run.join("trajectory"),
+            &run.join("extract.json"),
+        )?;
         on_event(Event::Stage {
             seed: b.seed,
-            what: format!("k={k} {name}: training to step {until}"),
+            what: format!("k={k} {name}: jump {} at step {end}", r + 2),
         });
-        engine.train(&dir, until)?;
-        at = until;
+        let j = jump(
+            engine,
+            plan,
+            name,
+            &run.join("trajectory"),
+            ex,
+            &run.join(format!("global_step_{end}/actor/lora_adapter")),
+            &kd.join(format!("{name}.round-{}.adapter", r + 1)),
+            on_event,
+        )?;
+        // The validation at `end` was before the jump; the arm goes on from after it.
+        if points.last().is_some_and(|p| p.step == end) {
+            points.pop();
+        }
+        start += j.overhead.total();
+        points.push(Point {
+            step: end,
+            accuracy: j.accuracy,
+            seconds: start,
+        });
+        jumps.push(j);
     }
+    let lambdas: Vec<f64> = jumps
+        .iter()
+        .filter_map(|j| j.chosen.as_ref().map(|c| c.lambda))
+        .collect();
     let arm = Arm {
         seed: b.seed,
         jump_at: k,
         name: name.to_string(),
-        lambda: j.chosen.as_ref().map(|c| c.lambda),
-        candidates: j
+        lambda: lambdas.first().copied(),
+        later_lambdas: lambdas.iter().skip(1).copied().collect(),
+        candidates: jumps[0]
             .chosen
             .as_ref()
             .map(|c| c.candidates.clone())
             .unwrap_or_default(),
-        overhead: j.overhead,
+        overhead: jumps.iter().fold(Overhead::default(), |o, j| Overhead {
+            extract: o.extract + j.overhead.extract,
+            fit: o.fit + j.overhead.fit,
+            search: o.search + j.overhead.search,
+        }),
         curve: points,
     };
     write(&done, &arm)?;

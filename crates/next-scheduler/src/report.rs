@@ -492,6 +492,13 @@ pub fn write(
             ""
         }
     );
+    if e.rounds > 1 {
+        let _ = writeln!(
+            md,
+            "Each method arm jumps {} times: at K, then every {} steps, each jump fitted on the arm's own trajectory since its previous one (λ below is the first jump's).\n",
+            e.rounds, e.every
+        );
+    }
     let _ = writeln!(md, "## Results\n\n{table}");
     for &k in &e.jump_at {
         let _ = writeln!(
