@@ -125,7 +125,11 @@ pub fn run(a: Args) -> Result<()> {
     // Finished arms are reused on a second call, so they must come from the same settings.
     let text = toml::to_string_pretty(&cfg).context("serialising the resolved config")?;
     if let Ok(before) = std::fs::read_to_string(&resolved) {
-        if before != text {
+        // Compared as parsed, so keys added since (with their defaults) do not count.
+        let before = toml::from_str::<ExperimentFile>(&before)
+            .ok()
+            .and_then(|c| toml::to_string_pretty(&c).ok());
+        if before.as_deref() != Some(text.as_str()) {
             anyhow::bail!(
                 "{} holds an experiment with other settings than these (compare {}); use another --out, or delete it to start over",
                 a.out.display(),
@@ -134,6 +138,14 @@ pub fn run(a: Args) -> Result<()> {
         }
     }
     crate::config::write_resolved(&resolved, &cfg)?;
+    // The commit that started the experiment (its arms may be reused by later binaries).
+    let started = a.out.join("commit.txt");
+    let commit = commit();
+    if !started.is_file() {
+        next_model::io::write_atomic(&started, commit.as_bytes())?;
+    }
+    let started = std::fs::read_to_string(&started)
+        .with_context(|| format!("cannot read {}", started.display()))?;
     let steps = plan.steps;
     let arms = plan.arms().len();
     let total: usize = plan.seeds().len()
@@ -203,7 +215,11 @@ pub fn run(a: Args) -> Result<()> {
         &plan,
         &results,
         &config_text,
-        &commit(),
+        &if started.trim() == commit {
+            commit
+        } else {
+            format!("{} (report written by {commit})", started.trim())
+        },
         store.as_ref(),
     )?;
     println!("{}", r.table);
