@@ -15,7 +15,7 @@ use crate::train::{bar, ensure_base, say};
 /// times, then train to `trainer.steps`. Kill it at any moment and run it again to resume.
 ///
 /// The config is `next train`'s plus a [scheduler] table (segment_steps, rounds, predictor,
-/// horizon, search, grid, lambda, lambda_max, evals, rank, window).
+/// horizon, search, grid, lambda, lambda_max, evals, rank, window, keep_moments).
 ///
 /// Example: `next run --out runs/pe --set scheduler.predictor=two-point`
 #[derive(Debug, clap::Args)]

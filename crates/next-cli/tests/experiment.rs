@@ -1,7 +1,7 @@
 //! `next experiment --quick` end to end (the CI smoke test of `cargo xtask experiment`): every
 //! arm is present, its numbers are finite and consistent with the baseline it branched from,
 //! the report and non-empty PNG plots exist, a second call resumes without training again, and
-//! a bad plan is refused by key before anything runs.
+//! a bad plan is refused by key before anything runs; repeated jumps and kept optimizer moments.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -189,6 +189,8 @@ fn repeated_jumps_fit_each_segment_on_its_own_trajectory() {
             "experiment.rounds=2",
             "--set",
             "experiment.every=10",
+            "--set",
+            "scheduler.keep_moments=true",
         ],
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -229,4 +231,48 @@ fn repeated_jumps_fit_each_segment_on_its_own_trajectory() {
         .as_f64()
         .unwrap();
     assert!(second >= before);
+
+    // With the moments kept, the control continues exactly as the baseline did.
+    let baseline = &results["baselines"][0]["curve"];
+    let acc = |c: &Value| -> Vec<(u64, f64)> {
+        c.as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p["step"].as_u64().unwrap(), p["accuracy"].as_f64().unwrap()))
+            .collect()
+    };
+    assert_eq!(acc(&control["curve"]), acc(baseline));
+    // The jumped adapter starts with the baseline's moments in its first r factors and zeros
+    // in the one the jump added.
+    let opt = |p: &Path| {
+        next_model::io::read_safetensors(&p.join("actor/optimizer.safetensors")).unwrap()
+    };
+    let from = opt(&exp.join("seed-0/baseline/global_step_20"));
+    let to = opt(&k.join("linear-relex/global_step_20"));
+    assert_eq!(from.len(), to.len());
+    for (key, f) in &from {
+        let (f, t) = (&f.tensor, &to[key].tensor);
+        if key == "step" {
+            assert_eq!(f.int64_value(&[0]), t.int64_value(&[0]));
+            continue;
+        }
+        let (fs, ts) = (f.size(), t.size());
+        assert_eq!(fs.len(), 2, "{key}");
+        let lead = t.narrow(0, 0, fs[0]).narrow(1, 0, fs[1]);
+        assert!(lead.equal(f), "{key}: carried moments differ");
+        assert!(
+            ts[0] > fs[0] || ts[1] > fs[1],
+            "{key}: the jump adds a rank"
+        );
+        for d in 0..2 {
+            if ts[d] > fs[d] {
+                let extra = t.narrow(d as i64, fs[d], ts[d] - fs[d]);
+                assert_eq!(
+                    extra.abs().max().double_value(&[]),
+                    0.0,
+                    "{key}: the new factor's moments must start at zero"
+                );
+            }
+        }
+    }
 }

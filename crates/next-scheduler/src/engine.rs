@@ -41,7 +41,14 @@ impl Engine for InProcess<'_> {
         Ok(train::evaluate(&self.cfg, &self.base, &[Some(adapter)])?[0])
     }
 
-    fn start_from(&mut self, run: &Path, from: &Path, step: usize, adapter: &Path) -> Result<()> {
+    fn start_from(
+        &mut self,
+        run: &Path,
+        from: &Path,
+        step: usize,
+        adapter: &Path,
+        keep_moments: bool,
+    ) -> Result<()> {
         let state = checkpoint::state(from, step)?;
         let opts = next_model::LoadOptions {
             dtype: Some(
@@ -51,7 +58,12 @@ impl Engine for InProcess<'_> {
             device: next_model::parse_device(&self.cfg.model.device)
                 .map_err(next_trainer::Error::from)?,
         };
-        checkpoint::start_from(run, &self.base, opts, adapter, &state)?;
+        let moments = if keep_moments {
+            checkpoint::Moments::Carry(checkpoint::optimizer_file(from, step))
+        } else {
+            checkpoint::Moments::Fresh
+        };
+        checkpoint::start_from(run, &self.base, opts, adapter, &state, &moments)?;
         Ok(())
     }
 

@@ -626,7 +626,13 @@ fn arm(
             } else {
                 segment(r - 1)
             };
-            engine.start_from(&run, &prev, at, &jumps[r].adapter)?;
+            engine.start_from(
+                &run,
+                &prev,
+                at,
+                &jumps[r].adapter,
+                plan.scheduler.keep_moments,
+            )?;
         }
         let (seg_start, seg_secs) = (at, start);
         let own = |run: &Path| -> Result<Vec<Point>> {

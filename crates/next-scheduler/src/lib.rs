@@ -81,6 +81,9 @@ pub struct SchedulerConfig {
     pub rank: usize,
     /// Latest checkpoints the linear fits use (0: all).
     pub window: usize,
+    /// Continue after a jump with the AdamW moments of the checkpoint jumped from (the
+    /// factors the jump adds start at zero) instead of fresh ones.
+    pub keep_moments: bool,
 }
 
 impl Default for SchedulerConfig {
@@ -97,6 +100,7 @@ impl Default for SchedulerConfig {
             evals: 6,
             rank: 1,
             window: 0,
+            keep_moments: false,
         }
     }
 }
@@ -130,8 +134,16 @@ pub trait Engine {
     fn train(&mut self, run: &Path, step: usize) -> Result<()>;
     /// Validation reward of the base with `adapter`, and the tokens generated to score it.
     fn score(&mut self, adapter: &Path) -> Result<(f64, u64)>;
-    /// Makes `run` start at `from`'s checkpoint `step` (data cursor, seed) with `adapter`.
-    fn start_from(&mut self, run: &Path, from: &Path, step: usize, adapter: &Path) -> Result<()>;
+    /// Makes `run` start at `from`'s checkpoint `step` (data cursor, seed) with `adapter`,
+    /// and that checkpoint's optimizer moments if `keep_moments` (else fresh ones).
+    fn start_from(
+        &mut self,
+        run: &Path,
+        from: &Path,
+        step: usize,
+        adapter: &Path,
+        keep_moments: bool,
+    ) -> Result<()>;
     /// The trainer seed (sampling, data order) of the runs trained from now on.
     fn set_seed(&mut self, seed: u64);
 }
@@ -328,7 +340,13 @@ fn extend(
     };
     next_model::io::write_json(&round_dir.join("extend.json"), &decision)
         .map_err(|e| Error::Config(e.to_string()))?;
-    engine.start_from(&segment_dir(run, r + 1), &seg, step, &round_dir)?;
+    engine.start_from(
+        &segment_dir(run, r + 1),
+        &seg,
+        step,
+        &round_dir,
+        cfg.keep_moments,
+    )?;
     Ok(decision)
 }
 

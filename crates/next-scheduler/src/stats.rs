@@ -159,7 +159,7 @@ mod tests {
         check(
             &[100.0, 90.0, 110.0, 100.0],
             &[120.0, 130.0, 125.0, 140.0],
-            -28.205128205128204,
+            -28.75,
             Verdict::Costs,
         );
         // Noise in both directions: a positive mean that must not be called a saving.

@@ -129,8 +129,10 @@ impl Engine for Flaky<'_> {
         from: &Path,
         step: usize,
         adapter: &Path,
+        keep_moments: bool,
     ) -> next_scheduler::Result<()> {
-        self.inner.start_from(run, from, step, adapter)
+        self.inner
+            .start_from(run, from, step, adapter, keep_moments)
     }
     fn set_seed(&mut self, seed: u64) {
         self.inner.set_seed(seed)

@@ -157,29 +157,74 @@ pub fn load_state(run: &Path, step: usize, model: &Model, opt: &mut AdamW) -> Re
     Ok(state)
 }
 
+/// The AdamW moments a run started from an adapter begins with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Moments {
+    /// Zero moments and a restarted bias correction: the first update has the size of a first
+    /// update.
+    Fresh,
+    /// The moments (and step count) saved with the source checkpoint, this
+    /// `optimizer.safetensors`; factors the adapter gained since (a jump appends columns of B
+    /// and rows of A) start at zero.
+    Carry(PathBuf),
+}
+
 /// Starts `run` at the checkpoint step `state.step` of another run, with `adapter` (for
-/// instance that checkpoint's adapter plus a predicted jump, of rank r + k) and fresh AdamW
-/// moments: `train` then resumes from it. The moments are reset rather than carried over
-/// because they describe the pre-jump factors (the jump also adds factor columns they have no
-/// entry for); the learning-rate schedule continues from the step, and Adam's bias correction
-/// restarts, so the first update has the size of a first update, not a stale one.
+/// instance that checkpoint's adapter plus a predicted jump, of rank r + k) and the AdamW
+/// `moments` asked for: `train` then resumes from it. The learning-rate schedule continues
+/// from the step either way.
 pub fn start_from(
     run: &Path,
     base_dir: &Path,
     opts: next_model::LoadOptions,
     adapter: &Path,
     state: &TrainerState,
+    moments: &Moments,
 ) -> Result<()> {
     std::fs::create_dir_all(run).map_err(io(run))?;
     let mut model = Model::load(base_dir, opts)?;
     model.load_adapter(adapter)?;
-    let params: Vec<Tensor> = model
-        .lora_parameters()
-        .into_iter()
-        .map(|(_, t)| t)
-        .collect();
-    let opt = AdamW::new(&params, &crate::config::OptimConfig::default());
+    let named = model.lora_parameters();
+    let params: Vec<Tensor> = named.iter().map(|(_, t)| t.shallow_clone()).collect();
+    let mut opt = AdamW::new(&params, &crate::config::OptimConfig::default());
+    if let Moments::Carry(path) = moments {
+        let saved = next_model::io::read_safetensors(path)?;
+        let bad = |m: String| Error::Checkpoint(format!("{}: {m}", path.display()));
+        for (i, (name, p)) in named.iter().enumerate() {
+            for (suffix, slot) in [
+                ("exp_avg", &mut opt.exp_avg[i]),
+                ("exp_avg_sq", &mut opt.exp_avg_sq[i]),
+            ] {
+                let key = format!("{name}.{suffix}");
+                let t = &saved
+                    .get(&key)
+                    .ok_or_else(|| bad(format!("tensor `{key}` is missing")))?
+                    .tensor;
+                let (have, want) = (t.size(), p.size());
+                if have.len() != want.len() || have.iter().zip(&want).any(|(h, w)| h > w) {
+                    return Err(bad(format!(
+                        "tensor `{key}` has shape {have:?}, which does not fit the new factor {want:?}"
+                    )));
+                }
+                let mut view = slot.shallow_clone();
+                for (d, &n) in have.iter().enumerate() {
+                    view = view.narrow(d as i64, 0, n);
+                }
+                tch::no_grad(|| view.copy_(&t.to_device(p.device())));
+            }
+        }
+        opt.step = saved
+            .get("step")
+            .ok_or_else(|| bad("tensor `step` is missing".into()))?
+            .tensor
+            .int64_value(&[0]);
+    }
     save(run, &model, &opt, state, &base_dir.display().to_string())
+}
+
+/// The `optimizer.safetensors` of checkpoint `step` of `run`.
+pub fn optimizer_file(run: &Path, step: usize) -> PathBuf {
+    step_dir(run, step).join("actor/optimizer.safetensors")
 }
 
 /// The trainer state saved with checkpoint `step` of `run`.
