@@ -13,6 +13,9 @@ use std::collections::BTreeMap;
 use nalgebra::DVector;
 use serde_json::json;
 use tch::nn::{self, Module, OptimizerConfig};
+
+/// Held while seeding libtorch's global generator and drawing a network's initial weights.
+static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
 use tch::{Device, Kind, Tensor};
 
 use crate::{Error, Prediction, Result, Series, Trajectory, TrajectoryPredictor};
@@ -171,9 +174,14 @@ impl TrajectoryPredictor for NextReference {
         }
         self.groups.clear();
         for (d, samples) in groups {
-            tch::manual_seed(self.seed as i64 ^ d as i64);
             let vs = nn::VarStore::new(Device::Cpu);
-            let net = MatrixPredict::new(&vs.root(), d as i64);
+            let net = {
+                // libtorch's generator is process-wide: two fits initialising at once (tests
+                // run in threads) would interleave their draws and break "same seed, same fit".
+                let _only = INIT.lock().unwrap_or_else(|e| e.into_inner());
+                tch::manual_seed(self.seed as i64 ^ d as i64);
+                MatrixPredict::new(&vs.root(), d as i64)
+            };
             let g = rows(&samples.iter().map(|s| s.0.clone()).collect::<Vec<_>>());
             let l = rows(&samples.iter().map(|s| s.1.clone()).collect::<Vec<_>>());
             let y = rows(&samples.iter().map(|s| s.2.clone()).collect::<Vec<_>>());
@@ -319,7 +327,10 @@ impl TrajectoryPredictor for NextReference {
                 .ok_or_else(|| Error::Invalid("next-reference: a group has no `length`".into()))?
                 as usize;
             let mut vs = nn::VarStore::new(Device::Cpu);
-            let net = MatrixPredict::new(&vs.root(), d as i64);
+            let net = {
+                let _only = INIT.lock().unwrap_or_else(|e| e.into_inner());
+                MatrixPredict::new(&vs.root(), d as i64)
+            };
             vs.load(dir.join(format!("group-{d}.safetensors")))?;
             self.groups.insert(
                 d,
@@ -345,7 +356,10 @@ mod tests {
     fn parameter_count_matches_the_layer_sizes() {
         for d in [1usize, 7, 64, 300] {
             let vs = nn::VarStore::new(Device::Cpu);
-            let _net = MatrixPredict::new(&vs.root(), d as i64);
+            let _net = {
+                let _only = INIT.lock().unwrap_or_else(|e| e.into_inner());
+                MatrixPredict::new(&vs.root(), d as i64)
+            };
             let n: i64 = vs
                 .trainable_variables()
                 .iter()
