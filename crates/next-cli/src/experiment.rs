@@ -137,7 +137,7 @@ pub fn run(a: Args) -> Result<()> {
             );
         }
     }
-    crate::config::write_resolved(&resolved, &cfg)?;
+    next_model::io::write_atomic(&resolved, text.as_bytes())?;
     // The commit that started the experiment (its arms may be reused by later binaries).
     let started = a.out.join("commit.txt");
     let commit = commit();
@@ -208,13 +208,11 @@ pub fn run(a: Args) -> Result<()> {
         Some(run) => Some(analysed_store(run, cfg.scheduler.horizon)?),
         None => None,
     };
-    let config_text = std::fs::read_to_string(&resolved)
-        .with_context(|| format!("cannot read {}", resolved.display()))?;
     let r = report::write(
         &a.out.join("report"),
         &plan,
         &results,
-        &config_text,
+        &text,
         &if started.trim() == commit {
             commit
         } else {

@@ -22,6 +22,8 @@ use next_trajectory::extract::{extract, Input, Options};
 use next_trajectory::layout::{discover, Format};
 use serde::{Deserialize, Serialize};
 
+use next_trainer::checkpoint;
+
 use crate::{choose, io, Chosen, Engine, Error, Result, SchedulerConfig};
 
 /// The `[experiment]` section.
@@ -138,11 +140,16 @@ pub struct Arm {
 impl Arm {
     /// Validation accuracy right after the jump.
     pub fn jump_accuracy(&self) -> f64 {
-        self.curve
-            .iter()
-            .find(|p| p.step == self.jump_at)
-            .map_or(f64::NAN, |p| p.accuracy)
+        accuracy_at(&self.curve, self.jump_at)
     }
+}
+
+/// The validation accuracy at `step` (NaN if the curve has no validation there).
+pub fn accuracy_at(curve: &[Point], step: usize) -> f64 {
+    curve
+        .iter()
+        .find(|p| p.step == step)
+        .map_or(f64::NAN, |p| p.accuracy)
 }
 
 /// The first validation at or above `target`, if any.
@@ -235,14 +242,6 @@ fn curve(rows: &[Row], from: usize, start: f64) -> Vec<Point> {
         }
     }
     out
-}
-
-/// Wall clock of a run's RL steps up to `step`.
-fn seconds_to(rows: &[Row], step: usize) -> f64 {
-    rows.iter()
-        .filter(|r| r.step <= step)
-        .filter_map(|r| r.seconds)
-        .sum()
 }
 
 /// The experiment's plan and settings, checked.
@@ -561,17 +560,13 @@ fn arm(
         return Ok(a);
     }
     let base_dir = seed_dir(out, b.seed).join("baseline");
-    let from = base_dir.join(format!("global_step_{k}/actor/lora_adapter"));
+    let from = checkpoint::adapter_dir(&base_dir, k);
     let first = if name == CONTROL {
         Jump {
             chosen: None,
             overhead: Overhead::default(),
             adapter: from,
-            accuracy: b
-                .curve
-                .iter()
-                .find(|p| p.step == k)
-                .map_or(f64::NAN, |p| p.accuracy),
+            accuracy: accuracy_at(&b.curve, k),
         }
     } else {
         let store = kd.join("trajectory");
@@ -603,8 +598,13 @@ fn arm(
             kd.join(format!("{name}.round-{r}"))
         }
     };
-    let base_rows = read_metrics(&base_dir)?;
-    let mut start = seconds_to(&base_rows, k) + first.overhead.total();
+    // K is a validation step, so the baseline's curve has the wall clock of its prefix.
+    let prefix = b
+        .curve
+        .iter()
+        .find(|p| p.step == k)
+        .map_or(0.0, |p| p.seconds);
+    let mut start = prefix + first.overhead.total();
     let mut points: Vec<Point> = b.curve.iter().copied().filter(|p| p.step < k).collect();
     points.push(Point {
         step: k,
@@ -620,7 +620,7 @@ fn arm(
         } else {
             plan.steps
         };
-        if !run.join("latest_checkpointed_iteration.txt").is_file() {
+        if !run.join(checkpoint::LATEST).is_file() {
             let prev = if r == 0 {
                 base_dir.clone()
             } else {
@@ -688,7 +688,7 @@ fn arm(
             name,
             &run.join("trajectory"),
             ex,
-            &run.join(format!("global_step_{end}/actor/lora_adapter")),
+            &checkpoint::adapter_dir(&run, end),
             &kd.join(format!("{name}.round-{}.adapter", r + 1)),
             on_event,
         )?;
@@ -755,7 +755,6 @@ mod tests {
         assert_eq!(got, vec![(0, 0.2, 0.0), (2, 0.5, 3.0), (4, 0.7, 15.0)]);
         let c = curve(&r, 2, 10.0);
         assert_eq!(c.last().unwrap().seconds, 22.0);
-        assert_eq!(seconds_to(&r, 2), 3.0);
         assert_eq!(reached(&curve(&r, 0, 0.0), 0.6).unwrap().step, 4);
         assert!(reached(&curve(&r, 0, 0.0), 0.9).is_none());
     }

@@ -307,7 +307,7 @@ fn extend(
         },
         &|_, _| {},
     )?;
-    let adapter = seg.join(format!("global_step_{step}/actor/lora_adapter"));
+    let adapter = next_trainer::checkpoint::adapter_dir(&seg, step);
     let round_dir = run.join("extend").join(format!("round-{r}"));
     let chosen = choose(
         engine,
@@ -325,15 +325,13 @@ fn extend(
             })
         },
     )?;
-    let candidates = chosen.candidates;
-    let lambda = chosen.lambda;
     let decision = Decision {
         round: r,
         from_step: step,
         predictor: cfg.predictor.clone(),
         horizon: cfg.horizon,
-        candidates,
-        lambda,
+        candidates: chosen.candidates,
+        lambda: chosen.lambda,
         search_seconds: chosen.search_seconds,
         search_tokens: chosen.search_tokens,
         adapter: round_dir.clone(),

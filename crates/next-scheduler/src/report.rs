@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use next_trajectory::analyze::{self, line_chart};
 use serde::Serialize;
 
-use crate::experiment::{reached, Arm, Baseline, Plan, Point, Results, CONTROL};
+use crate::experiment::{accuracy_at, reached, Arm, Baseline, Plan, Point, Results, CONTROL};
 use crate::stats::{mean_sd, paired_saving, Interval, Verdict};
 use crate::{io, Error, Result};
 
@@ -63,13 +63,6 @@ fn cost(curve: &[Point], target: f64, plan: &Plan) -> (f64, f64) {
         (plan.steps + plan.val_every) as f64,
         last.seconds + extra * per_step,
     )
-}
-
-fn accuracy_at(curve: &[Point], step: usize) -> f64 {
-    curve
-        .iter()
-        .find(|p| p.step == step)
-        .map_or(f64::NAN, |p| p.accuracy)
 }
 
 /// The table: for each jump step, the control first, then the methods in config order.
@@ -170,7 +163,8 @@ pub fn table(plan: &Plan, rows: &[Row]) -> String {
     );
     let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
-        let control = r.arm == CONTROL;
+        // The control is what the others are measured against: no saving, gain or λ of its own.
+        let vs_control = |x: String| if r.arm == CONTROL { "–".into() } else { x };
         let _ = writeln!(
             s,
             "| {} | {} | {}/{} | {} | {} | {} | {} | {} | {} ± {} | {} ({}) | {} | {} |",
@@ -179,39 +173,15 @@ pub fn table(plan: &Plan, rows: &[Row]) -> String {
             r.reached,
             r.seeds,
             num(r.steps_to_target, 1),
-            if control {
-                "–".into()
-            } else {
-                pct(&r.steps_saved)
-            },
-            if control {
-                "–".into()
-            } else {
-                pct(&r.steps_saved_lower)
-            },
-            if control {
-                "–".into()
-            } else {
-                pct(&r.wall_saved)
-            },
-            if control {
-                "–".into()
-            } else {
-                r.verdict().to_string()
-            },
+            vs_control(pct(&r.steps_saved)),
+            vs_control(pct(&r.steps_saved_lower)),
+            vs_control(pct(&r.wall_saved)),
+            vs_control(r.verdict().to_string()),
             num(r.final_accuracy.0, 3),
             num(r.final_accuracy.1, 3),
             num(r.jump_accuracy, 3),
-            if control {
-                "–".into()
-            } else {
-                format!("{:+.3}", r.jump_gain)
-            },
-            if control {
-                "–".into()
-            } else {
-                num(r.lambda, 2)
-            },
+            vs_control(format!("{:+.3}", r.jump_gain)),
+            vs_control(num(r.lambda, 2)),
             num(r.overhead_seconds, 1),
         );
     }
@@ -262,10 +232,9 @@ fn mean_curves(results: &Results, k: usize, names: &[String]) -> Vec<(String, Ve
     out
 }
 
-/// The accuracy at equal step budgets (mean over seeds) at a few steps after the jump.
-fn budget_table(plan: &Plan, results: &Results, k: usize) -> String {
-    let names = plan.arms();
-    let curves = mean_curves(results, k, &names);
+/// The accuracy at equal step budgets (mean over seeds, `curves` from [`mean_curves`]) at a
+/// few steps after the jump at `k`.
+fn budget_table(plan: &Plan, curves: &[(String, Vec<Point>)], k: usize) -> String {
     let ve = plan.val_every;
     let span = plan.steps - k;
     let mut steps: Vec<usize> = [0, span / 4, span / 2, 3 * span / 4, span]
@@ -286,7 +255,7 @@ fn budget_table(plan: &Plan, results: &Results, k: usize) -> String {
     for (name, c) in curves {
         let _ = write!(s, "| {name} |");
         for &t in &steps {
-            let _ = write!(s, " {} |", num(accuracy_at(&c, t), 3));
+            let _ = write!(s, " {} |", num(accuracy_at(c, t), 3));
         }
         s.push('\n');
     }
@@ -374,8 +343,10 @@ pub fn write(
     let table = table(plan, &rows);
     let names = plan.arms();
     let mut charts: Vec<Chart> = vec![];
+    let mut budgets = vec![];
     for &k in &plan.experiment.jump_at {
         let curves = mean_curves(results, k, &names);
+        budgets.push(budget_table(plan, &curves, k));
         let xy = |f: &dyn Fn(&Point) -> (f64, f64)| -> Vec<(String, Vec<(f64, f64)>)> {
             curves
                 .iter()
@@ -429,31 +400,18 @@ pub fn write(
     if let Some(store) = trajectory {
         let summaries = analyze::summarize(store);
         analysis = analyze::table(&summaries);
-        let mut kinds: BTreeMap<String, BTreeMap<u64, (f64, usize)>> = BTreeMap::new();
-        for s in &summaries {
-            let k = kinds.entry(s.kind.clone()).or_default();
-            for (t, e) in s.steps.iter().zip(&s.energy) {
-                let x = k.entry(*t).or_default();
-                x.0 += e;
-                x.1 += 1;
-            }
-        }
         charts.push((
             "rank1_energy".into(),
             "rank-1 energy of W_t - W_0 in the baseline (mean over layers)".into(),
             "RL step",
             "energy",
-            kinds
-                .into_iter()
-                .map(|(kind, m)| {
-                    (
-                        kind,
-                        m.into_iter()
-                            .map(|(t, (e, n))| (t as f64, e / n as f64))
-                            .collect(),
-                    )
-                })
-                .collect(),
+            analyze::mean_by_kind(&summaries, &|s| {
+                s.steps
+                    .iter()
+                    .copied()
+                    .zip(s.energy.iter().copied())
+                    .collect()
+            }),
         ));
     }
     let opt = svg_options();
@@ -471,12 +429,17 @@ pub fn write(
     let _ = writeln!(md, "# Predict-extend experiment\n");
     let _ = writeln!(
         md,
-        "Commit `{commit}`. {} seed(s) ({}..), {} RL steps per run, validation every {} steps; arms branch from each seed's baseline at step(s) {:?} and restart there with a fresh optimizer state, the control with no jump.\n",
+        "Commit `{commit}`. {} seed(s) ({}..), {} RL steps per run, validation every {} steps; arms branch from each seed's baseline at step(s) {:?} and restart there with {}, the control with no jump.\n",
         e.seeds,
         e.first_seed,
         plan.steps,
         plan.val_every,
-        e.jump_at
+        e.jump_at,
+        if plan.scheduler.keep_moments {
+            "the baseline's optimizer moments (`keep_moments`; zeros for the factors a jump adds)"
+        } else {
+            "a fresh optimizer state"
+        }
     );
     let _ = writeln!(
         md,
@@ -500,11 +463,10 @@ pub fn write(
         );
     }
     let _ = writeln!(md, "## Results\n\n{table}");
-    for &k in &e.jump_at {
+    for (&k, budget) in e.jump_at.iter().zip(&budgets) {
         let _ = writeln!(
             md,
-            "### Accuracy at equal step budgets, jump at {k} (mean over seeds)\n\n{}",
-            budget_table(plan, results, k)
+            "### Accuracy at equal step budgets, jump at {k} (mean over seeds)\n\n{budget}"
         );
         let _ = writeln!(md, "![accuracy vs step](accuracy_vs_step_k{k}.png)\n");
         let _ = writeln!(md, "![accuracy vs wall clock](accuracy_vs_time_k{k}.png)\n");

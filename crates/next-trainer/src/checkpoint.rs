@@ -124,37 +124,57 @@ pub fn clean_partial(run: &Path) -> Result<()> {
 /// Restores the optimizer moments and the trainer state of checkpoint `step` (the adapter is
 /// loaded with `Model::load_adapter(adapter_dir(run, step))`).
 pub fn load_state(run: &Path, step: usize, model: &Model, opt: &mut AdamW) -> Result<TrainerState> {
-    let actor = step_dir(run, step).join("actor");
-    let state: TrainerState = next_model::io::read_json(&actor.join("trainer_state.json"))?;
-    let path = actor.join("optimizer.safetensors");
-    let mut saved = next_model::io::read_safetensors(&path)?;
-    let mut take = |key: String, like: &Tensor| -> Result<Tensor> {
-        let t = saved
-            .remove(&key)
-            .ok_or_else(|| {
-                Error::Checkpoint(format!("{}: tensor `{key}` is missing", path.display()))
-            })?
-            .tensor;
-        if t.size() != like.size() {
-            return Err(Error::Checkpoint(format!(
-                "{}: tensor `{key}` has shape {:?}, expected {:?}",
-                path.display(),
-                t.size(),
-                like.size()
-            )));
-        }
-        Ok(t.to_device(like.device()))
-    };
-    for (i, (name, p)) in model.lora_parameters().into_iter().enumerate() {
-        opt.exp_avg[i] = take(format!("{name}.exp_avg"), &p)?;
-        opt.exp_avg_sq[i] = take(format!("{name}.exp_avg_sq"), &p)?;
-    }
-    let step_t = saved
-        .remove("step")
-        .ok_or_else(|| Error::Checkpoint(format!("{}: tensor `step` is missing", path.display())))?
-        .tensor;
-    opt.step = step_t.int64_value(&[0]);
+    let state: TrainerState =
+        next_model::io::read_json(&step_dir(run, step).join("actor/trainer_state.json"))?;
+    read_moments(&optimizer_file(run, step), model, opt, false)?;
     Ok(state)
+}
+
+/// Reads the AdamW moments and step count in `path` into `opt`, one pair per LoRA factor of
+/// `model`. With `pad`, a saved moment may be smaller than its factor (a jump appended columns
+/// of B and rows of A): it fills the leading block and the rest stays zero.
+fn read_moments(path: &Path, model: &Model, opt: &mut AdamW, pad: bool) -> Result<()> {
+    let mut saved = next_model::io::read_safetensors(path)?;
+    let bad = |m: String| Error::Checkpoint(format!("{}: {m}", path.display()));
+    for (i, (name, p)) in model.lora_parameters().into_iter().enumerate() {
+        for (suffix, slot) in [
+            ("exp_avg", &mut opt.exp_avg[i]),
+            ("exp_avg_sq", &mut opt.exp_avg_sq[i]),
+        ] {
+            let key = format!("{name}.{suffix}");
+            let t = saved
+                .remove(&key)
+                .ok_or_else(|| bad(format!("tensor `{key}` is missing")))?
+                .tensor
+                .to_device(p.device());
+            let (have, want) = (t.size(), p.size());
+            if have == want {
+                *slot = t;
+                continue;
+            }
+            if !pad {
+                return Err(bad(format!(
+                    "tensor `{key}` has shape {have:?}, expected {want:?}"
+                )));
+            }
+            if have.len() != want.len() || have.iter().zip(&want).any(|(h, w)| h > w) {
+                return Err(bad(format!(
+                    "tensor `{key}` has shape {have:?}, which does not fit the new factor {want:?}"
+                )));
+            }
+            let mut view = slot.shallow_clone();
+            for (d, &n) in have.iter().enumerate() {
+                view = view.narrow(d as i64, 0, n);
+            }
+            tch::no_grad(|| view.copy_(&t));
+        }
+    }
+    opt.step = saved
+        .remove("step")
+        .ok_or_else(|| bad("tensor `step` is missing".into()))?
+        .tensor
+        .int64_value(&[0]);
+    Ok(())
 }
 
 /// The AdamW moments a run started from an adapter begins with.
@@ -184,40 +204,14 @@ pub fn start_from(
     std::fs::create_dir_all(run).map_err(io(run))?;
     let mut model = Model::load(base_dir, opts)?;
     model.load_adapter(adapter)?;
-    let named = model.lora_parameters();
-    let params: Vec<Tensor> = named.iter().map(|(_, t)| t.shallow_clone()).collect();
+    let params: Vec<Tensor> = model
+        .lora_parameters()
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
     let mut opt = AdamW::new(&params, &crate::config::OptimConfig::default());
     if let Moments::Carry(path) = moments {
-        let saved = next_model::io::read_safetensors(path)?;
-        let bad = |m: String| Error::Checkpoint(format!("{}: {m}", path.display()));
-        for (i, (name, p)) in named.iter().enumerate() {
-            for (suffix, slot) in [
-                ("exp_avg", &mut opt.exp_avg[i]),
-                ("exp_avg_sq", &mut opt.exp_avg_sq[i]),
-            ] {
-                let key = format!("{name}.{suffix}");
-                let t = &saved
-                    .get(&key)
-                    .ok_or_else(|| bad(format!("tensor `{key}` is missing")))?
-                    .tensor;
-                let (have, want) = (t.size(), p.size());
-                if have.len() != want.len() || have.iter().zip(&want).any(|(h, w)| h > w) {
-                    return Err(bad(format!(
-                        "tensor `{key}` has shape {have:?}, which does not fit the new factor {want:?}"
-                    )));
-                }
-                let mut view = slot.shallow_clone();
-                for (d, &n) in have.iter().enumerate() {
-                    view = view.narrow(d as i64, 0, n);
-                }
-                tch::no_grad(|| view.copy_(&t.to_device(p.device())));
-            }
-        }
-        opt.step = saved
-            .get("step")
-            .ok_or_else(|| bad("tensor `step` is missing".into()))?
-            .tensor
-            .int64_value(&[0]);
+        read_moments(path, &model, &mut opt, true)?;
     }
     save(run, &model, &opt, state, &base_dir.display().to_string())
 }

@@ -248,23 +248,6 @@ pub fn table(summaries: &[Summary]) -> String {
 /// steps) into `dir`; returns their paths.
 pub fn plot(summaries: &[Summary], dir: &Path) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let mut kinds: Vec<&str> = summaries.iter().map(|s| s.kind.as_str()).collect();
-    kinds.sort();
-    kinds.dedup();
-    // Per module kind, the mean over layers at each step.
-    let curve = |kind: &str, pick: &dyn Fn(&Summary) -> Vec<(u64, f64)>| -> Vec<(f64, f64)> {
-        let mut acc: std::collections::BTreeMap<u64, (f64, usize)> = Default::default();
-        for s in summaries.iter().filter(|s| s.kind == kind) {
-            for (t, y) in pick(s) {
-                let e = acc.entry(t).or_default();
-                e.0 += y;
-                e.1 += 1;
-            }
-        }
-        acc.into_iter()
-            .map(|(t, (y, n))| (t as f64, y / n as f64))
-            .collect()
-    };
     type Pick = Box<dyn Fn(&Summary) -> Vec<(u64, f64)>>;
     let charts: Vec<(&str, &str, Pick)> = vec![
         (
@@ -304,14 +287,41 @@ pub fn plot(summaries: &[Summary], dir: &Path) -> Result<Vec<PathBuf>> {
     ];
     let mut written = vec![];
     for (file, title, pick) in charts {
-        let lines: Vec<(&str, Vec<(f64, f64)>)> =
-            kinds.iter().map(|k| (*k, curve(k, &pick))).collect();
+        let lines = mean_by_kind(summaries, &pick);
         let path = dir.join(file);
         if line_chart(&path, title, "step", "", &lines)? {
             written.push(path);
         }
     }
     Ok(written)
+}
+
+/// Per module kind (sorted), the mean over layers at each step of what `pick` takes from a
+/// summary: the lines of the plots.
+pub fn mean_by_kind(
+    summaries: &[Summary],
+    pick: &dyn Fn(&Summary) -> Vec<(u64, f64)>,
+) -> Vec<(String, Vec<(f64, f64)>)> {
+    let mut kinds: std::collections::BTreeMap<&str, std::collections::BTreeMap<u64, (f64, usize)>> =
+        Default::default();
+    for s in summaries {
+        let acc = kinds.entry(s.kind.as_str()).or_default();
+        for (t, y) in pick(s) {
+            let e = acc.entry(t).or_default();
+            e.0 += y;
+            e.1 += 1;
+        }
+    }
+    kinds
+        .into_iter()
+        .map(|(kind, acc)| {
+            let line = acc
+                .into_iter()
+                .map(|(t, (y, n))| (t as f64, y / n as f64))
+                .collect();
+            (kind.to_string(), line)
+        })
+        .collect()
 }
 
 /// Draws `lines` (label, points) as an SVG line chart at `path` (written atomically);
