@@ -260,6 +260,152 @@ def cmd_extended_check(a):
     json.dump({"max_abs_diff": worst, "modules": len(d0), "jumped": jumped, "r": r1}, sys.stdout)
 
 
+CHATML = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content']"
+    " + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}"
+    "{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def fixture_bpe():
+    """A byte-level BPE with ChatML specials, pre-tokenized as SmolLM2's (digits split one by
+    one, then the GPT-2 regex), trained on a fixed corpus so that it is the same every time."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
+    corpus = [
+        "What is 12 + 30? The answer is \\boxed{42}.",
+        "Solve the problem and put the final answer in \\boxed{}.",
+        "You are a helpful assistant. Think step by step, then answer.",
+        "Jane has 3 apples and buys 4 more; how many apples does she have now?",
+    ] * 20
+    trainer = trainers.BpeTrainer(
+        vocab_size=420,
+        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(corpus, trainer)
+    state = json.loads(tok.to_str())
+    vocab = state["model"]["vocab"]
+    tokens = [None] * len(vocab)
+    for t, i in vocab.items():
+        tokens[i] = t
+    merges = [m if isinstance(m, str) else " ".join(m) for m in state["model"]["merges"]]
+    return tokens, merges
+
+
+def llama_cpp_permute(w, n_head):
+    # convert_hf_to_gguf.py's LlamaModel.permute: interleave the two RoPE halves of each head.
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def cmd_make_gguf(a):
+    """A small random Llama written as llama.cpp writes one: Q8_0 embeddings, Q4_1 projections,
+    F32 norms, Q/K rows permuted, byte-level BPE vocabulary with ChatML template."""
+    import gguf
+    import numpy as np
+    import transformers
+
+    tokens, merges = fixture_bpe()
+    cfg = transformers.LlamaConfig(
+        vocab_size=len(tokens), hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+        rms_norm_eps=1e-5, rope_theta=500.0, tie_word_embeddings=bool(a.tied),
+        initializer_range=0.2, bos_token_id=1, eos_token_id=2, pad_token_id=2,
+    )
+    torch.manual_seed(a.seed)
+    model = transformers.LlamaForCausalLM(cfg)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):
+                p.copy_(1.0 + 0.3 * torch.randn_like(p))
+    w = gguf.GGUFWriter(a.out, "llama")
+    w.add_name("next-fixture")
+    w.add_block_count(cfg.num_hidden_layers)
+    w.add_context_length(cfg.max_position_embeddings)
+    w.add_embedding_length(cfg.hidden_size)
+    w.add_feed_forward_length(cfg.intermediate_size)
+    w.add_head_count(cfg.num_attention_heads)
+    w.add_head_count_kv(cfg.num_key_value_heads)
+    w.add_rope_freq_base(500.0)
+    w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+    w.add_rope_dimension_count(cfg.hidden_size // cfg.num_attention_heads)
+    w.add_vocab_size(len(tokens))
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("smollm")
+    w.add_token_list(tokens)
+    w.add_token_types([3 if t.startswith("<|") else 1 for t in tokens])
+    w.add_token_merges(merges)
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    w.add_pad_token_id(2)
+    w.add_unk_token_id(0)
+    w.add_add_bos_token(False)
+    w.add_chat_template(CHATML)
+    names = {
+        "model.embed_tokens": "token_embd", "model.norm": "output_norm", "lm_head": "output",
+        "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
+        "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+        "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+        "mlp.down_proj": "ffn_down",
+    }
+    Q = gguf.GGMLQuantizationType
+    for name, t in model.state_dict().items():
+        if cfg.tie_word_embeddings and name == "lm_head.weight":
+            continue
+        data = t.float().numpy()
+        stem = name.rsplit(".", 1)[0]
+        if stem.startswith("model.layers."):
+            layer, module = stem[len("model.layers."):].split(".", 1)
+            out = f"blk.{layer}.{names[module]}.weight"
+            if module == "self_attn.q_proj":
+                data = llama_cpp_permute(data, cfg.num_attention_heads)
+            elif module == "self_attn.k_proj":
+                data = llama_cpp_permute(data, cfg.num_key_value_heads)
+        else:
+            out = names[stem] + ".weight"
+        if data.ndim == 1:
+            w.add_tensor(out, np.ascontiguousarray(data, dtype=np.float32))
+            continue
+        qtype = Q.Q8_0 if out == "token_embd.weight" else Q.Q4_1
+        w.add_tensor(out, gguf.quants.quantize(np.ascontiguousarray(data), qtype), raw_dtype=qtype)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def cmd_gguf_reference(a):
+    """transformers' own GGUF loader on the file: encodings of `--texts`, greedy continuations of
+    `--chats` (rendered with the file's chat template) and how far the logits of the imported
+    directory (`--imported`, loaded by transformers) are from the GGUF's."""
+    import transformers
+
+    path = os.path.abspath(a.gguf)
+    folder, name = os.path.dirname(path), os.path.basename(path)
+    tok = transformers.AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    model = transformers.AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    imported = transformers.AutoModelForCausalLM.from_pretrained(a.imported, dtype=torch.float32)
+    texts = json.loads(a.texts)
+    encodings = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+    greedy, max_diff = [], 0.0
+    for chat in json.loads(a.chats):
+        text = tok.apply_chat_template([{"role": "user", "content": chat}], tokenize=False,
+                                       add_generation_prompt=True)
+        ids = torch.tensor([tok(text, add_special_tokens=False)["input_ids"]])
+        with torch.no_grad():
+            diff = (model(ids).logits - imported(ids).logits).abs().max().item()
+            out = model.generate(ids, attention_mask=torch.ones_like(ids),
+                                 max_new_tokens=a.max_new_tokens, do_sample=False)
+        max_diff = max(max_diff, diff)
+        greedy.append(out[0, ids.shape[1]:].tolist())
+    json.dump({"encodings": encodings, "greedy": greedy, "max_logit_diff": max_diff}, sys.stdout)
+
+
 def main():
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -318,6 +464,18 @@ def main():
     ec.add_argument("--extended", required=True)
     ec.add_argument("--lam", type=float, required=True)
     ec.set_defaults(fn=cmd_extended_check)
+    mg = sub.add_parser("make-gguf")
+    mg.add_argument("--out", required=True)
+    mg.add_argument("--tied", type=int, default=1)
+    mg.add_argument("--seed", type=int, default=0)
+    mg.set_defaults(fn=cmd_make_gguf)
+    gr = sub.add_parser("gguf-reference")
+    gr.add_argument("--gguf", required=True)
+    gr.add_argument("--imported", required=True)
+    gr.add_argument("--texts", required=True)
+    gr.add_argument("--chats", required=True)
+    gr.add_argument("--max-new-tokens", type=int, default=16)
+    gr.set_defaults(fn=cmd_gguf_reference)
     a = p.parse_args()
     a.fn(a)
 

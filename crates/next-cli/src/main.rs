@@ -7,6 +7,7 @@ mod demo;
 mod experiment;
 mod extend;
 mod generate;
+mod import;
 mod run;
 mod train;
 mod trajectory;
@@ -32,6 +33,9 @@ enum Command {
     Pretrain(train::PretrainArgs),
     /// RLVR with LoRA (GRPO family); with no --config, the embedded default task and base.
     Train(train::TrainArgs),
+    /// Bring models in from other formats: `next import gguf --input F.gguf --out DIR`.
+    #[command(subcommand)]
+    Import(import::Command),
     /// Datasets: generate the embedded task family as JSONL.
     #[command(subcommand)]
     Data(data::Command),
@@ -64,6 +68,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Verify(args) => verify::run(args),
         Command::Pretrain(args) => train::pretrain(args),
         Command::Data(cmd) => data::run(cmd),
+        Command::Import(cmd) => import::run(cmd),
         Command::Train(args) => train::train(args),
         Command::Extract(args) => trajectory::extract(args),
         Command::Trajectory(cmd) => trajectory::run(cmd),

@@ -51,6 +51,8 @@ pub enum Error {
     },
     #[error("{path}: not a valid safetensors file: {msg}")]
     Safetensors { path: PathBuf, msg: String },
+    #[error("{path}: GGUF: {msg}")]
+    Gguf { path: PathBuf, msg: String },
     #[error("{path}: tokenizer: {msg}")]
     Tokenizer { path: PathBuf, msg: String },
     #[error("chat template: {0}")]

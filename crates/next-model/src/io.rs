@@ -175,7 +175,16 @@ pub fn write_safetensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()
         let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
         owned.push((name.clone(), dtype, shape, data));
     }
-    let views = owned
+    write_raw_safetensors(path, &owned)
+}
+
+/// Writes already-encoded tensors `(name, dtype, shape, little-endian bytes)` as a safetensors
+/// file (atomically), with `{"format": "pt"}` metadata.
+pub fn write_raw_safetensors(
+    path: &Path,
+    tensors: &[(String, safetensors::Dtype, Vec<usize>, Vec<u8>)],
+) -> Result<()> {
+    let views = tensors
         .iter()
         .map(|(name, dtype, shape, data)| {
             safetensors::tensor::TensorView::new(*dtype, shape.clone(), data)

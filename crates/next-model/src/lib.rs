@@ -10,6 +10,7 @@
 pub mod config;
 pub mod error;
 pub mod generate;
+pub mod gguf;
 pub mod io;
 pub mod lora;
 pub mod model;
