@@ -52,10 +52,15 @@ pub fn run(a: Args) -> Result<()> {
     let mut engine = InProcess {
         cfg: cfg.train.clone(),
         base,
-        on_train: Box::new(|_, e| {
-            if let next_trainer::train::Event::Step { step, .. } = e {
+        on_train: Box::new(|_, e| match e {
+            next_trainer::train::Event::Step { step, .. } => {
                 pb.set_position(step as u64);
+                pb.set_message("");
             }
+            next_trainer::train::Event::Validating { problems, .. } => {
+                pb.set_message(format!("validating {problems} problems"));
+            }
+            _ => {}
         }),
     };
     let state = next_scheduler::run(

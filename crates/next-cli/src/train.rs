@@ -129,6 +129,12 @@ pub fn train(a: TrainArgs) -> Result<()> {
                 );
             }
         }
+        Event::Validating { step, problems } => {
+            pb.set_message(format!("validating {problems} problems"));
+            if pb.is_hidden() {
+                eprintln!("step {step:>4}: validating on {problems} problems (greedy)");
+            }
+        }
         Event::Validation { step, metrics } => {
             last_val = next_trainer::train::greedy_val_mean(&metrics).or(last_val);
             say(

@@ -41,6 +41,9 @@ pub enum Event {
         step: usize,
         metrics: Map<String, Value>,
     },
+    /// A validation starts: greedy decoding of `problems` held-out prompts (minutes on a CPU
+    /// with a real model, so front ends say so).
+    Validating { step: usize, problems: usize },
     /// A validation finished.
     Validation {
         step: usize,
@@ -633,6 +636,10 @@ pub fn train(
     let mut first_val = None;
     let mut last_val = None;
     if first_step == 0 {
+        on_event(Event::Validating {
+            step: 0,
+            problems: tr.val.len(),
+        });
         let m = tr.validate(0)?;
         first_val = greedy_val_mean(&m);
         last_val = first_val;
@@ -663,6 +670,10 @@ pub fn train(
             })?;
         let done = step + 1;
         if done % t.val_every.max(1) == 0 || done == end {
+            on_event(Event::Validating {
+                step: done,
+                problems: tr.val.len(),
+            });
             let v = tr.validate(done)?;
             last_val = greedy_val_mean(&v).or(last_val);
             on_event(Event::Validation {
