@@ -85,9 +85,17 @@ fn verify(a: Args) -> Result<()> {
     };
     let file = std::fs::File::open(&a.input)
         .with_context(|| format!("cannot open {}", a.input.display()))?;
-    let total_lines = BufReader::new(std::fs::File::open(&a.input)?)
-        .lines()
-        .count();
+    // Count lines for the progress bar only in a regular file: a pipe (`--input /dev/stdin`)
+    // can be read once, and counting would consume every row before verification.
+    let total_lines = if file.metadata().is_ok_and(|m| m.is_file()) {
+        Some(
+            BufReader::new(std::fs::File::open(&a.input)?)
+                .lines()
+                .count(),
+        )
+    } else {
+        None
+    };
     let pool = Pool::new(a.workers)?;
 
     // Write to a temporary file next to the output and rename at the end: no half-written output.
@@ -98,9 +106,14 @@ fn verify(a: Args) -> Result<()> {
         )),
         None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
     };
-    let bar = ProgressBar::new(total_lines as u64).with_style(ProgressStyle::with_template(
-        "verify {bar:30} {pos}/{len} [{elapsed}<{eta}] {msg}",
-    )?);
+    let bar = match total_lines {
+        Some(n) => ProgressBar::new(n as u64).with_style(ProgressStyle::with_template(
+            "verify {bar:30} {pos}/{len} [{elapsed}<{eta}] {msg}",
+        )?),
+        None => ProgressBar::new_spinner().with_style(ProgressStyle::with_template(
+            "verify {pos} rows [{elapsed}] {msg}",
+        )?),
+    };
     let mut counts: BTreeMap<VerdictKind, usize> = BTreeMap::new();
     let mut reward_sum = 0.0;
     let mut n = 0usize;

@@ -18,6 +18,30 @@ const ROWS: &str = r#"{"id": 1, "response": "so \\boxed{\\frac{1}{2}}", "ground_
 "#;
 
 #[test]
+fn reads_rows_from_a_pipe() {
+    use std::io::Write;
+    // A pipe can be read once: every row must be scored, not consumed by a line count.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_next"))
+        .args(["verify", "--input", "/dev/stdin"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(ROWS.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("verified 5 rows"), "{err}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 5);
+}
+
+#[test]
 fn scores_rows_in_order_with_a_summary() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.jsonl");

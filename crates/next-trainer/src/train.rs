@@ -43,7 +43,10 @@ pub enum Event {
     },
     /// A validation starts: greedy decoding of `problems` held-out prompts (minutes on a CPU
     /// with a real model, so front ends say so).
-    Validating { step: usize, problems: usize },
+    Validating {
+        step: usize,
+        problems: usize,
+    },
     /// A validation finished.
     Validation {
         step: usize,
