@@ -6,8 +6,8 @@ use anyhow::{Context, Result};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
-    /// Import a Llama-architecture GGUF file (Q4_0/1, Q5_0/1, Q8_0, k-quants, F16, F32) as an HF
-    /// directory (float32 safetensors, config.json, tokenizer.json, tokenizer_config.json with
+    /// Import a Llama-architecture GGUF file (block types as candle-core reads them: Q4_0/1,
+    /// Q5_0/1, Q8_0, k-quants, F16, F32; byte-level BPE vocabulary) as an HF directory (float32 safetensors, config.json, tokenizer.json, tokenizer_config.json with
     /// the chat template) that `next` and `transformers` load.
     ///
     /// Example: `next import gguf --input SmolLM2-135M-Instruct.Q4_1.gguf --out models/smollm2`.
