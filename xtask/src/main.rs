@@ -101,7 +101,6 @@ fn run() -> Result<()> {
         "smollm2" => {
             setup::run()?;
             smollm2::run()?;
-            util::cargo(&["build", "--release", "--quiet", "-p", "next-cli"])?;
             smollm2::data()?;
             next_release_out(
                 &["train", "--config", "configs/smollm2-gsm.toml"],

@@ -22,19 +22,10 @@ const CHECK_PROMPTS: [&str; 2] = [
 ];
 const CHECK_TOKENS: &str = "48";
 
-fn output(cmd: &mut Command) -> Result<String> {
-    let out = cmd
-        .current_dir(root())
-        .output()
-        .with_context(|| format!("cannot start {:?}", cmd.get_program()))?;
-    if !out.status.success() {
-        bail!(
-            "{:?} failed: {}",
-            cmd.get_program(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8(out.stdout)?)
+/// The release `next` binary, built (or found up to date) first.
+fn next_binary() -> Result<PathBuf> {
+    util::cargo(&["build", "--release", "--quiet", "-p", "next-cli"])?;
+    Ok(root().join("target/release/next"))
 }
 
 /// Downloads the package and extracts the GGUF file from it (once).
@@ -79,12 +70,13 @@ const DATA: [(&str, &str, &str); 2] = [
 /// Generates the GSM-style problem files of the config when they are missing.
 pub fn data() -> Result<()> {
     let root = root();
-    let next = root.join("target/release/next");
     let train = DATA[0].0;
-    for (path, n, seed) in DATA {
-        if root.join(path).exists() {
-            continue;
-        }
+    let missing: Vec<_> = DATA.iter().filter(|d| !root.join(d.0).exists()).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let next = next_binary()?;
+    for &&(path, n, seed) in &missing {
         let mut cmd = Command::new(&next);
         cmd.args([
             "data",
@@ -115,8 +107,7 @@ pub fn run() -> Result<()> {
     std::fs::create_dir_all(&downloads)
         .with_context(|| format!("creating {}", downloads.display()))?;
     let gguf = fetch(&python, &downloads)?;
-    util::cargo(&["build", "--release", "--quiet", "-p", "next-cli"])?;
-    let next = root.join("target/release/next");
+    let next = next_binary()?;
     let (gguf_s, model_s) = (
         gguf.to_str().context("non-UTF-8 path")?,
         model.to_str().context("non-UTF-8 path")?,
@@ -125,7 +116,7 @@ pub fn run() -> Result<()> {
 
     eprintln!("xtask: setup: checking the import against transformers' GGUF loader");
     let chats = serde_json::to_string(&CHECK_PROMPTS)?;
-    let theirs: Value = serde_json::from_str(&output(
+    let theirs: Value = serde_json::from_str(&util::stdout(
         Command::new(&python)
             .arg(root.join("tests/python/hf_reference.py"))
             .args(["gguf-reference", "--gguf", gguf_s, "--imported", model_s])
@@ -136,7 +127,7 @@ pub fn run() -> Result<()> {
         .iter()
         .zip(theirs["greedy"].as_array().into_iter().flatten())
     {
-        let ours: Value = serde_json::from_str(&output(
+        let ours: Value = serde_json::from_str(&util::stdout(
             Command::new(&next)
                 .args(["generate", "--model", model_s, "--chat", "--json"])
                 .args(["--max-new-tokens", CHECK_TOKENS, "--prompt", prompt]),

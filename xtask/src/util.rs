@@ -30,6 +30,23 @@ pub fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// Runs a command in the workspace root and returns its standard output; fails with its
+/// standard error if it fails.
+pub fn stdout(cmd: &mut Command) -> Result<String> {
+    let out = cmd
+        .current_dir(root())
+        .output()
+        .with_context(|| format!("cannot start {}", describe(cmd)))?;
+    if !out.status.success() {
+        bail!(
+            "{} failed:\n{}",
+            describe(cmd),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
+
 pub fn cargo(args: &[&str]) -> Result<()> {
     run(Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())).args(args))
 }

@@ -35,15 +35,19 @@ fn fixture(dir: &Path, tied: bool) -> std::path::PathBuf {
     file
 }
 
-fn import(gguf: &Path, out: &Path) {
-    let done = next(&[
+fn run_import(gguf: &Path, out: &Path) -> Output {
+    next(&[
         "import",
         "gguf",
         "--input",
         gguf.to_str().unwrap(),
         "--out",
         out.to_str().unwrap(),
-    ]);
+    ])
+}
+
+fn import(gguf: &Path, out: &Path) {
+    let done = run_import(gguf, out);
     assert!(done.status.success(), "import failed: {}", stderr(&done));
 }
 
@@ -150,14 +154,7 @@ fn bad_gguf_input_fails_with_a_message() {
         (&missing, fresh("c"), "missing.gguf"),
         (&good, existing.clone(), "already exists"),
     ] {
-        let out = next(&[
-            "import",
-            "gguf",
-            "--input",
-            input.to_str().unwrap(),
-            "--out",
-            target.to_str().unwrap(),
-        ]);
+        let out = run_import(input, &target);
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(1), "{input:?}: {err}");
         assert!(err.contains(needle), "{input:?}: {err:?} lacks {needle:?}");

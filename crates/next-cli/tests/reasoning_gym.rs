@@ -14,7 +14,12 @@ fn next(args: &[&str]) -> Output {
 }
 
 fn gen(task: &str, seed: &str, out: &Path) -> Vec<Value> {
-    let done = next(&[
+    gen_with(task, seed, out, &[])
+}
+
+/// `next data gen --source reasoning-gym` of 25 rows with `extra` flags; the rows written.
+fn gen_with(task: &str, seed: &str, out: &Path, extra: &[&str]) -> Vec<Value> {
+    let mut args = vec![
         "data",
         "gen",
         "--source",
@@ -27,7 +32,9 @@ fn gen(task: &str, seed: &str, out: &Path) -> Vec<Value> {
         seed,
         "--out",
         out.to_str().unwrap(),
-    ]);
+    ];
+    args.extend(extra);
+    let done = next(&args);
     assert!(
         done.status.success(),
         "{}",
@@ -112,32 +119,12 @@ fn exclude_keeps_validation_problems_out_of_the_training_file() {
     );
     // The same seed draws the very same problems first: every one must be replaced.
     let val = tmp.path().join("val.jsonl");
-    let done = next(&[
-        "data",
-        "gen",
-        "--source",
-        "reasoning-gym",
-        "--task",
+    let val_rows = gen_with(
         "gsm_symbolic",
-        "--n",
-        "25",
-        "--seed",
         "3",
-        "--exclude",
-        train.to_str().unwrap(),
-        "--out",
-        val.to_str().unwrap(),
-    ]);
-    assert!(
-        done.status.success(),
-        "{}",
-        String::from_utf8_lossy(&done.stderr)
+        &val,
+        &["--exclude", train.to_str().unwrap()],
     );
-    let val_rows: Vec<Value> = std::fs::read_to_string(&val)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
     assert_eq!(val_rows.len(), 25);
     assert!(prompts(&train_rows).is_disjoint(&prompts(&val_rows)));
 }

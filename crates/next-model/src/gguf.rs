@@ -439,14 +439,16 @@ pub fn import(input: &Path, out: &Path) -> Result<Imported> {
     let vocab = meta.strings("tokenizer.ggml.tokens")?.len();
     let tok = Specials::read(&meta, vocab)?;
     let (tokenizer, tokenizer_config) = tokenizer_files(&meta, &tok)?;
-    let heads = meta.req_int("llama.attention.head_count")? as usize;
-    let kv_heads = meta
-        .int("llama.attention.head_count_kv")?
-        .map_or(heads, |n| n as usize);
     let tied = !content.tensor_infos.contains_key("output.weight");
     let bias = content.tensor_infos.contains_key("blk.0.attn_q.bias");
     let config = model_config(&meta, vocab, tied, bias, &tok)?;
-    let layers = config["num_hidden_layers"].as_u64().unwrap_or(0) as usize;
+    // Validated by `model_config`.
+    let dim = |key: &str| config[key].as_u64().unwrap_or(0) as usize;
+    let (heads, kv_heads, layers) = (
+        dim("num_attention_heads"),
+        dim("num_key_value_heads"),
+        dim("num_hidden_layers"),
+    );
 
     let mut names: Vec<&String> = content.tensor_infos.keys().collect();
     names.sort();
@@ -473,12 +475,10 @@ pub fn import(input: &Path, out: &Path) -> Result<Imported> {
             .and_then(|t| t.to_vec1::<f32>())
             .map_err(|e| gguf_err(input, format!("tensor `{gguf_name}`: {e}")))?;
         let row_len = if shape.len() == 2 { shape[1] } else { 1 };
-        let data = match gguf_name
-            .rsplit_once('.')
-            .map(|(p, _)| p.rsplit('.').next())
-        {
-            Some(Some("attn_q")) => unpermute_rows(&data, heads, row_len),
-            Some(Some("attn_k")) => unpermute_rows(&data, kv_heads, row_len),
+        // `blk.N.<module>.<weight|bias>`
+        let data = match gguf_name.split('.').nth(2) {
+            Some("attn_q") => unpermute_rows(&data, heads, row_len),
+            Some("attn_k") => unpermute_rows(&data, kv_heads, row_len),
             _ => data,
         };
         parameters += data.len();

@@ -92,19 +92,12 @@ pub fn run() -> Result<()> {
     shapes.sort();
     shapes.dedup();
     let spec: Vec<String> = shapes.iter().map(|(o, i)| format!("{o}x{i}")).collect();
-    let out = Command::new(root.join(".venv/bin/python"))
-        .arg(root.join("scripts/bench_extract_reference.py"))
-        .args(["--shapes", &spec.join(","), "--r", &R.to_string()])
-        .args(["--threads", &threads.to_string()])
-        .output()
-        .context("run scripts/bench_extract_reference.py")?;
-    if !out.status.success() {
-        bail!(
-            "bench_extract_reference.py failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let reference: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let reference: serde_json::Value = serde_json::from_str(&util::stdout(
+        Command::new(root.join(".venv/bin/python"))
+            .arg(root.join("scripts/bench_extract_reference.py"))
+            .args(["--shapes", &spec.join(","), "--r", &R.to_string()])
+            .args(["--threads", &threads.to_string()]),
+    )?)?;
     let matrices = LAYERS * modules().len();
     let per_matrix = records as f64 / matrices as f64;
     let mut ref_s = 0.0;
