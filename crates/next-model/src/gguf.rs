@@ -210,16 +210,30 @@ fn model_config(meta: &Meta, vocab: usize, tied: bool, bias: bool, tok: &Special
     let hidden = meta.req_int("llama.embedding_length")?;
     let heads = meta.req_int("llama.attention.head_count")?;
     let kv_heads = meta.int("llama.attention.head_count_kv")?.unwrap_or(heads);
-    if hidden % heads != 0 || heads % kv_heads.max(1) != 0 {
+    if kv_heads < 1 || heads % kv_heads != 0 {
+        return Err(Error::invalid(
+            meta.path,
+            "llama.attention.head_count_kv",
+            format!("{kv_heads} key/value heads do not divide the {heads} heads"),
+        ));
+    }
+    if hidden % heads != 0 {
         return Err(Error::invalid(
             meta.path,
             "llama.attention.head_count",
-            format!("{heads} heads ({kv_heads} key/value) do not divide the width {hidden}"),
+            format!("{heads} heads do not divide the width {hidden}"),
         ));
     }
     let head_dim = meta
         .int("llama.attention.key_length")?
         .unwrap_or(hidden / heads);
+    if head_dim < 2 || head_dim % 2 != 0 {
+        return Err(Error::invalid(
+            meta.path,
+            "llama.attention.key_length",
+            format!("head size {head_dim} is not a positive even number (RoPE rotates pairs)"),
+        ));
+    }
     if let Some(kind) = meta.string("llama.rope.scaling.type")? {
         if kind != "none" {
             return Err(Error::invalid(
@@ -444,9 +458,10 @@ pub fn import(input: &Path, out: &Path) -> Result<Imported> {
     let config = model_config(&meta, vocab, tied, bias, &tok)?;
     // Validated by `model_config`.
     let dim = |key: &str| config[key].as_u64().unwrap_or(0) as usize;
-    let (heads, kv_heads, layers) = (
+    let (heads, kv_heads, head_dim, layers) = (
         dim("num_attention_heads"),
         dim("num_key_value_heads"),
+        dim("head_dim"),
         dim("num_hidden_layers"),
     );
 
@@ -475,11 +490,29 @@ pub fn import(input: &Path, out: &Path) -> Result<Imported> {
             .and_then(|t| t.to_vec1::<f32>())
             .map_err(|e| gguf_err(input, format!("tensor `{gguf_name}`: {e}")))?;
         let row_len = if shape.len() == 2 { shape[1] } else { 1 };
-        // `blk.N.<module>.<weight|bias>`
-        let data = match gguf_name.split('.').nth(2) {
-            Some("attn_q") => unpermute_rows(&data, heads, row_len),
-            Some("attn_k") => unpermute_rows(&data, kv_heads, row_len),
-            _ => data,
+        // `blk.N.<module>.<weight|bias>`; the row permutation needs rows = heads x head size.
+        let q_heads = match gguf_name.split('.').nth(2) {
+            Some("attn_q") => Some(heads),
+            Some("attn_k") => Some(kv_heads),
+            _ => None,
+        };
+        let data = match q_heads {
+            Some(n) if shape[0] != n * head_dim => {
+                let dims = |rows: usize| {
+                    std::iter::once(rows)
+                        .chain(shape.iter().skip(1).copied())
+                        .map(|d| d as i64)
+                        .collect()
+                };
+                return Err(Error::TensorShape {
+                    path: input.to_owned(),
+                    key: gguf_name.clone(),
+                    expected: dims(n * head_dim),
+                    got: dims(shape[0]),
+                });
+            }
+            Some(n) => unpermute_rows(&data, n, row_len),
+            None => data,
         };
         parameters += data.len();
         let bytes = data.iter().flat_map(|x| x.to_le_bytes()).collect();
@@ -567,6 +600,77 @@ mod tests {
                 "a permutation that moves nothing tests nothing"
             );
             assert_eq!(unpermute_rows(&stored, heads, row_len), data);
+        }
+    }
+
+    /// Writes a GGUF with a two-token vocabulary, the given `llama.*` integers and tensors of
+    /// the given (rows, columns), then imports it and returns the error text.
+    fn import_error(ints: &[(&str, u32)], tensors: &[(&str, (usize, usize))]) -> String {
+        use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.gguf");
+        let mut meta: Vec<(String, Value)> = vec![
+            ("general.architecture".into(), Value::String("llama".into())),
+            ("tokenizer.ggml.model".into(), Value::String("gpt2".into())),
+            (
+                "tokenizer.ggml.tokens".into(),
+                Value::Array(vec![Value::String("a".into()), Value::String("b".into())]),
+            ),
+            ("tokenizer.ggml.merges".into(), Value::Array(vec![])),
+        ];
+        meta.extend(ints.iter().map(|(k, v)| (k.to_string(), Value::U32(*v))));
+        let qs: Vec<(&str, QTensor)> = tensors
+            .iter()
+            .map(|(name, shape)| {
+                let t = candle_core::Tensor::zeros(*shape, DType::F32, &Device::Cpu).unwrap();
+                (*name, QTensor::quantize(&t, GgmlDType::F32).unwrap())
+            })
+            .collect();
+        let meta_refs: Vec<(&str, &Value)> = meta.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let tensor_refs: Vec<(&str, &QTensor)> = qs.iter().map(|(k, q)| (*k, q)).collect();
+        let mut file = File::create(&path).unwrap();
+        gguf_file::write(&mut file, &meta_refs, &tensor_refs).unwrap();
+        drop(file);
+        let out = dir.path().join("out");
+        let err = import(&path, &out).expect_err("a bad file must not import");
+        assert!(!out.exists());
+        err.to_string()
+    }
+
+    #[test]
+    fn inconsistent_heads_fail_with_the_key_at_fault() {
+        let dims = [
+            ("llama.embedding_length", 8),
+            ("llama.feed_forward_length", 8),
+            ("llama.block_count", 1),
+            ("llama.attention.head_count", 2),
+        ];
+        let with = |extra: &[(&'static str, u32)]| [&dims[..], extra].concat();
+        let q = |rows| vec![("blk.0.attn_q.weight", (rows, 8))];
+        for (ints, tensors, needle) in [
+            (
+                with(&[("llama.attention.head_count_kv", 0)]),
+                vec![],
+                "key `llama.attention.head_count_kv`: 0 key/value heads",
+            ),
+            (
+                with(&[("llama.attention.head_count_kv", 3)]),
+                vec![],
+                "key `llama.attention.head_count_kv`: 3 key/value heads",
+            ),
+            (
+                with(&[("llama.attention.key_length", 3)]),
+                vec![],
+                "key `llama.attention.key_length`: head size 3",
+            ),
+            (
+                with(&[]),
+                q(6),
+                "tensor `blk.0.attn_q.weight` has shape [6, 8], expected [8, 8]",
+            ),
+        ] {
+            let err = import_error(&ints, &tensors);
+            assert!(err.contains(needle), "{err:?} lacks {needle:?}");
         }
     }
 
