@@ -9,7 +9,17 @@ use anyhow::{bail, Result};
 use crate::util::root;
 
 /// Library crates that must never link libtorch.
-const NO_TCH: &[&str] = &["next-verifiers", "next-trajectory"];
+const NO_TCH: &[&str] = &[
+    "next-files",
+    "next-testing",
+    "next-verifiers",
+    "next-trajectory",
+];
+/// Leaf crates: they depend on no other crate of the workspace, so every crate may use them.
+const LEAF: &[&str] = &["next-files", "next-testing"];
+/// The CLI is a thin shell: a subcommand module that grows past this many lines is doing
+/// library work.
+const CLI_MODULE_LINES: usize = 250;
 /// The only packages allowed to use `anyhow`.
 const ANYHOW_OK: &[&str] = &["next-cli", "xtask"];
 /// The only package allowed to print (libraries log with `tracing`).
@@ -59,6 +69,12 @@ pub fn violations() -> Vec<String> {
             .and_then(|r| r.split('/').next())
             .unwrap_or("xtask");
         let in_src = rel.contains("/src/");
+        if package == "next-cli" && in_src && text.lines().count() > CLI_MODULE_LINES {
+            bad.push(format!(
+                "{rel}: {} lines; a CLI module parses, calls one library function and prints (move the work into a library crate)",
+                text.lines().count()
+            ));
+        }
         if in_src && !PRINT_OK.contains(&package) {
             for (i, line) in text.lines().enumerate() {
                 let code = line.split("//").next().unwrap_or("");
@@ -100,6 +116,18 @@ pub fn violations() -> Vec<String> {
         };
         if NO_TCH.contains(&name.as_str()) && (deps("tch") || deps("next-model")) {
             bad.push(format!("{name}/Cargo.toml: must not depend on tch"));
+        }
+        if LEAF.contains(&name.as_str())
+            && toml.lines().any(|l| l.trim_start().starts_with("next-"))
+        {
+            bad.push(format!(
+                "{name}/Cargo.toml: a leaf crate depends on no other crate of the workspace"
+            ));
+        }
+        if name == "next-scheduler" && deps("next-model") {
+            bad.push(format!(
+                "{name}/Cargo.toml: sequences the trainer, store and predictors; the model is the trainer's"
+            ));
         }
         if name == "next-predictor" && deps("next-model") {
             bad.push(format!(

@@ -30,8 +30,8 @@ fn apply_override(table: &mut toml::Table, spec: &str) -> Result<()> {
     Ok(())
 }
 
-/// Loads `file` (if any), applies `sets`, and deserialises; errors name the file and the key.
-pub fn load<T: DeserializeOwned>(file: Option<&Path>, sets: &[String]) -> Result<T> {
+/// Reads `file` (if any) and applies `sets`; returns the table and how to name its origin.
+fn table(file: Option<&Path>, sets: &[String]) -> Result<(toml::Table, String)> {
     let mut table = match file {
         Some(f) => {
             let text = std::fs::read_to_string(f)
@@ -45,6 +45,10 @@ pub fn load<T: DeserializeOwned>(file: Option<&Path>, sets: &[String]) -> Result
         apply_override(&mut table, s)?;
     }
     let origin = file.map_or("defaults".to_string(), |f| f.display().to_string());
+    Ok((table, origin))
+}
+
+fn from_table<T: DeserializeOwned>(table: toml::Table, origin: &str) -> Result<T> {
     match serde_path_to_error::deserialize(toml::Value::Table(table)) {
         Ok(v) => Ok(v),
         Err(e) => {
@@ -57,9 +61,42 @@ pub fn load<T: DeserializeOwned>(file: Option<&Path>, sets: &[String]) -> Result
     }
 }
 
+/// Loads `file` (if any), applies `sets`, and deserialises; errors name the file and the key.
+pub fn load<T: DeserializeOwned>(file: Option<&Path>, sets: &[String]) -> Result<T> {
+    let (table, origin) = table(file, sets)?;
+    from_table(table, &origin)
+}
+
+/// Loads a config made of `next train`'s tables plus the tables of `E` (`[scheduler]`,
+/// `[experiment]`, named in `extra`). The two parts are read separately so that an error names
+/// its key (through `#[serde(flatten)]` serde loses the path).
+pub fn load_with<E: DeserializeOwned>(
+    file: Option<&Path>,
+    sets: &[String],
+    extra: &[&str],
+) -> Result<(next_trainer::TrainConfig, E)> {
+    let (mut train, origin) = table(file, sets)?;
+    let mut rest = toml::Table::new();
+    for key in extra {
+        if let Some(v) = train.remove(*key) {
+            rest.insert(key.to_string(), v);
+        }
+    }
+    Ok((from_table(train, &origin)?, from_table(rest, &origin)?))
+}
+
+/// The config as TOML, written as `config.resolved.toml` beside a run's outputs.
+pub fn to_toml<T: serde::Serialize>(cfg: &T) -> Result<String> {
+    toml::to_string_pretty(cfg).context("serialising the resolved config")
+}
+
 /// Writes the resolved configuration next to a run's outputs.
 pub fn write_resolved<T: serde::Serialize>(path: &Path, cfg: &T) -> Result<()> {
-    let text = toml::to_string_pretty(cfg).context("serialising the resolved config")?;
-    next_model::io::write_atomic(path, text.as_bytes())?;
+    next_files::atomic::write(path, to_toml(cfg)?.as_bytes())?;
     Ok(())
+}
+
+/// The working directory, against which a config's relative paths are made absolute.
+pub fn cwd() -> Result<std::path::PathBuf> {
+    std::env::current_dir().context("cannot read the current directory")
 }

@@ -2,18 +2,17 @@
 //! report (`<out>/report/report.md` and PNG plots) and the results table on stdout.
 
 use std::cell::Cell;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::rc::Rc;
 
-use anyhow::{Context, Result};
-use next_scheduler::experiment::{self, Event, ExperimentConfig, Plan};
-use next_scheduler::{report, InProcess, SchedulerConfig};
+use anyhow::Result;
+use next_scheduler::experiment::{self, Event, ExperimentSection, Plan};
+use next_scheduler::{jump, report, InProcess, SchedulerSection};
 use next_trainer::config::TrainConfig;
-use next_trajectory::extract::{extract, Input, Options};
-use next_trajectory::layout::Format;
+use next_trajectory::store::Store;
 use serde::{Deserialize, Serialize};
 
-use crate::train::{bar, ensure_base, say};
+use crate::ui::{bar, ensure_base, say};
 
 /// Compare predict-extend methods with plain RL: per seed a baseline GRPO run, and from its
 /// checkpoint at each `experiment.jump_at` step a control arm (no jump) and one arm per
@@ -44,14 +43,24 @@ pub struct Args {
 }
 
 /// `next run`'s config plus the experiment's table.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 struct ExperimentFile {
     #[serde(flatten)]
     train: TrainConfig,
     #[serde(default)]
-    scheduler: SchedulerConfig,
+    scheduler: SchedulerSection,
     #[serde(default)]
-    experiment: ExperimentConfig,
+    experiment: ExperimentSection,
+}
+
+/// The tables `next experiment` adds to `next train`'s.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Extra {
+    #[serde(default)]
+    scheduler: SchedulerSection,
+    #[serde(default)]
+    experiment: ExperimentSection,
 }
 
 /// What `--quick` changes: a base that pretrains in seconds, one seed, 40 RL steps.
@@ -78,30 +87,6 @@ const QUICK: &[&str] = &[
     "experiment.resamples=200",
 ];
 
-/// The commit the binary runs in (and whether the tree has changes), for the report.
-fn commit() -> String {
-    let git = |args: &[&str]| {
-        std::process::Command::new("git")
-            .args(args)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    };
-    match git(&["rev-parse", "--short=12", "HEAD"]) {
-        Some(c) => {
-            let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
-                .is_some_and(|s| !s.is_empty());
-            if dirty {
-                format!("{c} (with uncommitted changes)")
-            } else {
-                c
-            }
-        }
-        None => "unknown (not run from a git checkout)".into(),
-    }
-}
-
 pub fn run(a: Args) -> Result<()> {
     let mut sets: Vec<String> = if a.quick {
         QUICK.iter().map(|s| s.to_string()).collect()
@@ -109,7 +94,14 @@ pub fn run(a: Args) -> Result<()> {
         vec![]
     };
     sets.extend(a.sets.iter().cloned());
-    let mut cfg: ExperimentFile = crate::config::load(a.config.as_deref(), &sets)?;
+    let (train, extra): (_, Extra) =
+        crate::config::load_with(a.config.as_deref(), &sets, &["scheduler", "experiment"])?;
+    let mut cfg = ExperimentFile {
+        train,
+        scheduler: extra.scheduler,
+        experiment: extra.experiment,
+    };
+    cfg.train.absolutize(&crate::config::cwd()?);
     let t = &cfg.train.trainer;
     let plan = Plan::new(
         cfg.experiment.clone(),
@@ -119,33 +111,11 @@ pub fn run(a: Args) -> Result<()> {
         t.val_every,
     )?;
     let base = ensure_base(&mut cfg.train)?;
-    std::fs::create_dir_all(&a.out)
-        .with_context(|| format!("cannot create {}", a.out.display()))?;
     let resolved = a.out.join("config.resolved.toml");
-    // Finished arms are reused on a second call, so they must come from the same settings.
-    let text = toml::to_string_pretty(&cfg).context("serialising the resolved config")?;
-    if let Ok(before) = std::fs::read_to_string(&resolved) {
-        // Compared as parsed, so keys added since (with their defaults) do not count.
-        let before = toml::from_str::<ExperimentFile>(&before)
-            .ok()
-            .and_then(|c| toml::to_string_pretty(&c).ok());
-        if before.as_deref() != Some(text.as_str()) {
-            anyhow::bail!(
-                "{} holds an experiment with other settings than these (compare {}); use another --out, or delete it to start over",
-                a.out.display(),
-                resolved.display()
-            );
-        }
-    }
-    next_model::io::write_atomic(&resolved, text.as_bytes())?;
-    // The commit that started the experiment (its arms may be reused by later binaries).
-    let started = a.out.join("commit.txt");
-    let commit = commit();
-    if !started.is_file() {
-        next_model::io::write_atomic(&started, commit.as_bytes())?;
-    }
-    let started = std::fs::read_to_string(&started)
-        .with_context(|| format!("cannot read {}", started.display()))?;
+    let commit = experiment::current_commit();
+    let started = experiment::open(&a.out, &cfg, &resolved, &commit)?;
+    let text = crate::config::to_toml(&cfg)?;
+    next_files::atomic::write(&resolved, text.as_bytes())?;
     let steps = plan.steps;
     let arms = plan.arms().len();
     let total: usize = plan.seeds().len()
@@ -205,40 +175,27 @@ pub fn run(a: Args) -> Result<()> {
     drop(engine);
     pb.finish_and_clear();
     let store = match &results.analysed {
-        Some(run) => Some(analysed_store(run, cfg.scheduler.horizon)?),
+        Some(run) => {
+            let dir = run.join("trajectory");
+            jump::extract_run(run, None, cfg.scheduler.horizon, &dir)?;
+            Some(Store::open(&dir)?)
+        }
         None => None,
+    };
+    let stamp = if started == commit {
+        commit
+    } else {
+        format!("{started} (report written by {commit})")
     };
     let r = report::write(
         &a.out.join("report"),
         &plan,
         &results,
         &text,
-        &if started.trim() == commit {
-            commit
-        } else {
-            format!("{} (report written by {commit})", started.trim())
-        },
+        &stamp,
         store.as_ref(),
     )?;
     println!("{}", r.table);
     eprintln!("report: {} ({} plots)", r.markdown.display(), r.plots.len());
     Ok(())
-}
-
-/// The analysed baseline's full trajectory (extracted into its run directory).
-fn analysed_store(run: &Path, horizon: u64) -> Result<next_trajectory::store::Store> {
-    let dir = run.join("trajectory");
-    extract(
-        &Input::Run {
-            dir: run.to_path_buf(),
-            format: Some(Format::Next),
-        },
-        &dir,
-        &Options {
-            target_gap: Some(horizon),
-            ..Options::default()
-        },
-        &|_, _| {},
-    )?;
-    Ok(next_trajectory::store::Store::open(&dir)?)
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use next_model::{
-    generate, ChatMessage, GenerationConfig, LoadOptions, Model, SamplingParams, Tokenizer,
+    generate, ChatMessage, DeviceName, Dtype, LoadOptions, Model, SamplingParams, Tokenizer,
 };
 
 #[derive(Debug, clap::Args)]
@@ -36,10 +36,10 @@ pub struct Args {
     seed: u64,
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
-    device: String,
-    /// f32, bf16 or f16 (default: the dtype in config.json).
-    #[arg(long)]
-    dtype: Option<String>,
+    device: DeviceName,
+    /// The compute dtype [default: the dtype in config.json].
+    #[arg(long, value_enum)]
+    dtype: Option<Dtype>,
     /// Print {"token_ids": [...], "text": "..."} with the generated ids only.
     #[arg(long)]
     json: bool,
@@ -47,19 +47,14 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<()> {
     let opts = LoadOptions {
-        dtype: a
-            .dtype
-            .as_deref()
-            .map(next_model::parse_dtype)
-            .transpose()?,
-        device: next_model::parse_device(&a.device)?,
+        dtype: a.dtype.map(Dtype::kind),
+        device: a.device.device()?,
     };
     let tokenizer = Tokenizer::load(&a.model)?;
     let mut model = Model::load(&a.model, opts)?;
     if let Some(adapter) = &a.adapter {
         model.load_adapter(adapter)?;
     }
-    let gen_cfg = GenerationConfig::load(&a.model)?.unwrap_or_default();
     let ids = if a.chat {
         let text = tokenizer.apply_chat_template(
             &[ChatMessage {
@@ -72,26 +67,15 @@ pub fn run(a: Args) -> Result<()> {
     } else {
         tokenizer.encode(&a.prompt, true)?
     };
-    let eos = [&gen_cfg.eos_token_ids, &model.config.eos_token_ids]
-        .into_iter()
-        .find(|v| !v.is_empty())
-        .cloned()
-        .or_else(|| tokenizer.eos_token_id.map(|e| vec![e]))
-        .unwrap_or_default();
-    let pad = gen_cfg
-        .pad_token_id
-        .or(model.config.pad_token_id)
-        .or(tokenizer.pad_token_id)
-        .or(eos.first().copied())
-        .unwrap_or(0);
+    let stop = model.stop_tokens(&tokenizer);
     let params = SamplingParams {
         max_new_tokens: a.max_new_tokens,
         temperature: a.temperature,
         top_p: a.top_p,
         top_k: a.top_k,
         seed: a.seed,
-        eos_token_ids: eos,
-        pad_token_id: pad,
+        eos_token_ids: stop.eos,
+        pad_token_id: stop.pad,
     };
     let out = generate(&model, &[ids], &params).context("generation failed")?;
     let tokens = &out.tokens[0];

@@ -11,6 +11,7 @@ mod import;
 mod run;
 mod train;
 mod trajectory;
+mod ui;
 mod verify;
 
 use std::process::ExitCode;

@@ -4,11 +4,11 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use next_scheduler::{Event, InProcess, Phase, SchedulerConfig};
+use next_scheduler::{Event, InProcess, Phase, SchedulerSection};
 use next_trainer::config::TrainConfig;
 use serde::{Deserialize, Serialize};
 
-use crate::train::{bar, ensure_base, say};
+use crate::ui::{bar, ensure_base, say};
 
 /// RLVR with predict-extend: train `scheduler.segment_steps`, jump along the predicted rank-1
 /// trajectory (λ chosen by the task's verifier, against no jump), continue; `scheduler.rounds`
@@ -37,17 +37,30 @@ struct RunConfig {
     #[serde(flatten)]
     train: TrainConfig,
     #[serde(default)]
-    scheduler: SchedulerConfig,
+    scheduler: SchedulerSection,
+}
+
+/// The tables `next run` adds to `next train`'s.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Extra {
+    #[serde(default)]
+    scheduler: SchedulerSection,
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let mut cfg: RunConfig = crate::config::load(a.config.as_deref(), &a.sets)?;
+    let (train, extra): (_, Extra) =
+        crate::config::load_with(a.config.as_deref(), &a.sets, &["scheduler"])?;
+    let mut cfg = RunConfig {
+        train,
+        scheduler: extra.scheduler,
+    };
+    cfg.train.absolutize(&crate::config::cwd()?);
     let base = ensure_base(&mut cfg.train)?;
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("cannot create {}", a.out.display()))?;
     crate::config::write_resolved(&a.out.join("config.resolved.toml"), &cfg)?;
     let total = cfg.train.trainer.steps;
-    let save_every = cfg.train.trainer.save_every;
     let pb = bar(total as u64, "run")?;
     let mut engine = InProcess {
         cfg: cfg.train.clone(),
@@ -68,7 +81,7 @@ pub fn run(a: Args) -> Result<()> {
         &cfg.scheduler,
         &a.out,
         total,
-        save_every,
+        cfg.train.trainer.save_every,
         &mut |e| match e {
             Event::Phase {
                 round,

@@ -4,10 +4,12 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
+use next_trainer::metrics::greedy_val_mean;
 use next_trainer::train::Event;
 use next_trainer::TrainConfig;
 use serde_json::Value;
+
+use crate::ui::{bar, ensure_base, say};
 
 #[derive(Debug, clap::Args)]
 pub struct PretrainArgs {
@@ -36,69 +38,14 @@ pub struct TrainArgs {
     out: PathBuf,
 }
 
-pub(crate) fn bar(len: u64, prefix: &str) -> Result<ProgressBar> {
-    Ok(
-        ProgressBar::new(len).with_style(ProgressStyle::with_template(&format!(
-            "{prefix} {{bar:30}} {{pos}}/{{len}} {{msg}} [{{elapsed}}<{{eta}}]"
-        ))?),
-    )
-}
-
-/// Prints a line above the bar, or plainly when the bar is hidden (output not a terminal).
-pub(crate) fn say(pb: &ProgressBar, line: String) {
-    if pb.is_hidden() {
-        eprintln!("{line}");
-    } else {
-        pb.println(line);
-    }
-}
-
-pub(crate) fn ensure_base(cfg: &mut TrainConfig) -> Result<PathBuf> {
-    if !cfg.model.path.is_empty() {
-        return Ok(PathBuf::from(&cfg.model.path));
-    }
-    let out = PathBuf::from(&cfg.pretrain.out);
-    let pb = bar(cfg.pretrain.steps as u64, "pretrain")?;
-    let res = next_trainer::pretrain::pretrain(&cfg.pretrain, &out, &mut |p| {
-        pb.set_position(p.step as u64);
-        pb.set_message(format!("loss {:.3}", p.loss));
-        if let Some(a) = p.val_accuracy {
-            say(
-                &pb,
-                format!(
-                    "pretrain step {}/{}: loss {:.4}, greedy val accuracy {:.3}",
-                    p.step, p.steps, p.loss, a
-                ),
-            );
-        }
-    })?;
-    pb.finish_and_clear();
-    if res.reused {
-        eprintln!(
-            "base model: reusing {} (greedy val accuracy {:.3})",
-            res.dir.display(),
-            res.val_accuracy
-        );
-    } else {
-        eprintln!(
-            "base model: trained {} in {:.0}s (greedy val accuracy {:.3})",
-            res.dir.display(),
-            res.seconds,
-            res.val_accuracy
-        );
-    }
-    cfg.model.path = res.dir.display().to_string();
-    Ok(res.dir)
-}
-
 pub fn pretrain(a: PretrainArgs) -> Result<()> {
     let mut cfg: TrainConfig = crate::config::load(a.config.as_deref(), &a.sets)?;
     if let Some(out) = &a.out {
         cfg.pretrain.out = out.display().to_string();
     }
     cfg.model.path.clear();
-    let dir = ensure_base(&mut cfg)?;
-    println!("{}", dir.display());
+    cfg.absolutize(&crate::config::cwd()?);
+    println!("{}", ensure_base(&mut cfg)?.display());
     Ok(())
 }
 
@@ -108,6 +55,7 @@ fn f(m: &serde_json::Map<String, Value>, k: &str) -> f64 {
 
 pub fn train(a: TrainArgs) -> Result<()> {
     let mut cfg: TrainConfig = crate::config::load(a.config.as_deref(), &a.sets)?;
+    cfg.absolutize(&crate::config::cwd()?);
     let base = ensure_base(&mut cfg)?;
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("cannot create {}", a.out.display()))?;
@@ -136,7 +84,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
             }
         }
         Event::Validation { step, metrics } => {
-            last_val = next_trainer::train::greedy_val_mean(&metrics).or(last_val);
+            last_val = greedy_val_mean(&metrics).or(last_val);
             say(
                 &pb,
                 format!(

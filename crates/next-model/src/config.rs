@@ -168,7 +168,7 @@ fn positive(path: &Path, key: &str, v: i64) -> Result<i64> {
 impl Config {
     /// Reads and validates `config.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let value: Value = crate::io::read_json(path)?;
+        let value: Value = next_files::json::read(path)?;
         Self::from_value(path, value)
     }
 
@@ -177,7 +177,7 @@ impl Config {
         let Value::Object(raw) = value else {
             return Err(Error::invalid(path, "<root>", "expected a JSON object"));
         };
-        let rc: RawConfig = crate::io::from_value(path, Value::Object(raw.clone()))?;
+        let rc: RawConfig = next_files::json::from_value(path, Value::Object(raw.clone()))?;
         let archs = rc.architectures.clone().unwrap_or_default();
         let name = archs
             .first()

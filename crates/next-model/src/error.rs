@@ -8,26 +8,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Everything that can go wrong while loading, running or saving a model.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path}: missing {what}")]
-    MissingFile { path: PathBuf, what: &'static str },
-    #[error("{path}: invalid JSON: {source}")]
-    Json {
-        path: PathBuf,
-        #[source]
-        source: serde_json::Error,
-    },
-    #[error("{path}: key `{key}`: {msg}")]
-    Invalid {
-        path: PathBuf,
-        key: String,
-        msg: String,
-    },
+    /// Reading or writing a file (I/O, a missing file, JSON, a key with a bad value).
+    #[error(transparent)]
+    File(#[from] next_files::Error),
     #[error("{path}: unsupported architecture `{arch}` (supported: {supported})")]
     UnsupportedArchitecture {
         path: PathBuf,
@@ -65,10 +48,15 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io {
+        next_files::Error::io(path, source).into()
+    }
+
+    pub(crate) fn missing(path: impl Into<PathBuf>, what: &'static str) -> Self {
+        next_files::Error::Missing {
             path: path.into(),
-            source,
+            what,
         }
+        .into()
     }
 
     pub(crate) fn invalid(
@@ -76,10 +64,11 @@ impl Error {
         key: impl Into<String>,
         msg: impl Into<String>,
     ) -> Self {
-        Error::Invalid {
+        next_files::Error::Invalid {
             path: path.into(),
             key: key.into(),
             msg: msg.into(),
         }
+        .into()
     }
 }

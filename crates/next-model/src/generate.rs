@@ -6,10 +6,11 @@ use std::path::Path;
 use serde_json::Value;
 use tch::{Kind, Tensor};
 
+use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::io;
 use crate::model::{Batch, Model};
 use crate::rng::Normal;
+use crate::tokenizer::Tokenizer;
 
 /// The parts of `generation_config.json` that decoding uses.
 #[derive(Debug, Clone, Default)]
@@ -26,7 +27,7 @@ impl GenerationConfig {
         if !path.exists() {
             return Ok(None);
         }
-        let v: Value = io::read_json(&path)?;
+        let v: Value = next_files::json::read(&path)?;
         let ids = |key: &str| -> Result<Vec<i64>> {
             match v.get(key) {
                 None | Some(Value::Null) => Ok(vec![]),
@@ -49,6 +50,33 @@ impl GenerationConfig {
             pad_token_id: ids("pad_token_id")?.first().copied(),
             bos_token_id: ids("bos_token_id")?.first().copied(),
         }))
+    }
+}
+
+/// The tokens that end a response and the token that pads a batch, decided by one rule for
+/// every caller (generation, training, validation, the demo): EOS from `generation_config.json`,
+/// else `config.json`, else the tokenizer; pad likewise, else the first EOS, else 0.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StopTokens {
+    pub eos: Vec<i64>,
+    pub pad: i64,
+}
+
+impl StopTokens {
+    pub fn resolve(generation: &GenerationConfig, config: &Config, tok: &Tokenizer) -> Self {
+        let eos = [&generation.eos_token_ids, &config.eos_token_ids]
+            .into_iter()
+            .find(|v| !v.is_empty())
+            .cloned()
+            .or_else(|| tok.eos_token_id.map(|e| vec![e]))
+            .unwrap_or_default();
+        let pad = generation
+            .pad_token_id
+            .or(config.pad_token_id)
+            .or(tok.pad_token_id)
+            .or(eos.first().copied())
+            .unwrap_or(0);
+        StopTokens { eos, pad }
     }
 }
 

@@ -519,43 +519,26 @@ pub fn import(input: &Path, out: &Path) -> Result<Imported> {
         tensors.push((hf, safetensors::Dtype::F32, shape, bytes));
     }
 
-    let parent = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-    let staging = parent.join(format!(
-        ".{}.importing-{}",
-        out.file_name().and_then(|n| n.to_str()).unwrap_or("model"),
-        std::process::id()
-    ));
-    if staging.exists() {
-        std::fs::remove_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
-    }
-    std::fs::create_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
-    let write = || -> Result<()> {
-        io::write_raw_safetensors(&staging.join("model.safetensors"), &tensors)?;
-        io::write_json(&staging.join("config.json"), &config)?;
-        io::write_json(&staging.join(TOKENIZER_FILE), &tokenizer)?;
-        io::write_json(&staging.join(TOKENIZER_CONFIG), &tokenizer_config)?;
-        let mut generation = Map::new();
-        for key in ["bos_token_id", "eos_token_id", "pad_token_id"] {
-            if let Some(v) = config.get(key) {
-                generation.insert(key.into(), v.clone());
-            }
+    let staging = next_files::atomic::Staging::new(out)?;
+    let dir = staging.path();
+    io::write_raw_safetensors(&dir.join("model.safetensors"), &tensors)?;
+    let json = next_files::json::write;
+    json(&dir.join("config.json"), &config)?;
+    json(&dir.join(TOKENIZER_FILE), &tokenizer)?;
+    json(&dir.join(TOKENIZER_CONFIG), &tokenizer_config)?;
+    let mut generation = Map::new();
+    for key in ["bos_token_id", "eos_token_id", "pad_token_id"] {
+        if let Some(v) = config.get(key) {
+            generation.insert(key.into(), v.clone());
         }
-        io::write_json(
-            &staging.join("generation_config.json"),
-            &Json::Object(generation),
-        )?;
-        // The tokenizer must load as written, or the directory is useless.
-        crate::Tokenizer::load(&staging).map(drop)
-    };
-    if let Err(e) = write() {
-        let _ = std::fs::remove_dir_all(&staging);
-        return Err(e);
     }
-    std::fs::rename(&staging, out).map_err(|e| Error::io(out, e))?;
+    json(
+        &dir.join("generation_config.json"),
+        &Json::Object(generation),
+    )?;
+    // The tokenizer must load as written, or the directory is useless.
+    crate::Tokenizer::load(dir)?;
+    staging.publish(next_files::atomic::Existing::Refuse)?;
     let mut tensor_types: Vec<(String, usize)> = types.into_iter().collect();
     tensor_types.sort();
     Ok(Imported {

@@ -1,79 +1,14 @@
-//! File I/O shared by the model, tokenizer and adapter code: JSON, atomic writes, safetensors.
+//! Safetensors files <-> libtorch tensors (memory-mapped reads, atomic writes). JSON, atomic
+//! writes and file names are `next_files`.
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use safetensors::{Dtype, SafeTensors};
-use serde::de::DeserializeOwned;
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
-
-/// Reads and deserialises a JSON file, naming the file on failure.
-pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = fs::read_to_string(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => Error::MissingFile {
-            path: path.to_owned(),
-            what: "file",
-        },
-        _ => Error::io(path, e),
-    })?;
-    let value: serde_json::Value = serde_json::from_str(&text).map_err(|source| Error::Json {
-        path: path.to_owned(),
-        source,
-    })?;
-    from_value(path, value)
-}
-
-/// Deserialises a JSON value, naming the offending key path (`a.b[2]`) on failure.
-pub fn from_value<T: DeserializeOwned>(path: &Path, value: serde_json::Value) -> Result<T> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let key = e.path().to_string();
-        Error::invalid(
-            path,
-            if key == "." { "<root>".into() } else { key },
-            e.into_inner().to_string(),
-        )
-    })
-}
-
-/// Writes `bytes` to `path` so that readers see either the old file or the whole new one.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let write = || -> std::io::Result<()> {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        // Persist the rename itself; directories can be opened read-only for fsync on Linux.
-        if let Ok(d) = fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    };
-    write().map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        Error::io(path, e)
-    })
-}
-
-/// Serialises `value` as pretty JSON and writes it atomically.
-pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
-    let mut text = serde_json::to_string_pretty(value).map_err(|source| Error::Json {
-        path: path.to_owned(),
-        source,
-    })?;
-    text.push('\n');
-    write_atomic(path, text.as_bytes())
-}
 
 fn kind_of(dtype: Dtype) -> Option<Kind> {
     Some(match dtype {
@@ -125,10 +60,7 @@ pub struct Loaded {
 /// Reads every tensor of one safetensors file (memory-mapped, copied once into libtorch).
 pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, Loaded>> {
     let file = fs::File::open(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => Error::MissingFile {
-            path: path.to_owned(),
-            what: "safetensors file",
-        },
+        std::io::ErrorKind::NotFound => Error::missing(path, "safetensors file"),
         _ => Error::io(path, e),
     })?;
     // SAFETY: the map is read-only and dropped before this function returns; a concurrent
@@ -201,5 +133,5 @@ pub fn write_raw_safetensors(
             path: path.to_owned(),
             msg: e.to_string(),
         })?;
-    write_atomic(path, &bytes)
+    Ok(next_files::atomic::write(path, &bytes)?)
 }

@@ -8,60 +8,25 @@
 //! model library. It never prints; it logs with `tracing`.
 
 pub mod config;
+mod device;
 pub mod error;
 pub mod generate;
 pub mod gguf;
 pub mod io;
 pub mod lora;
 pub mod model;
+pub mod peft;
 mod rng;
 pub mod tokenizer;
 
 pub use config::{Arch, Config};
+pub use device::{DeviceName, Dtype};
 pub use error::{Error, Result};
-pub use generate::{generate, Generation, GenerationConfig, SamplingParams};
+pub use generate::{generate, Generation, GenerationConfig, SamplingParams, StopTokens};
 pub use lora::{LoraConfig, TargetModules};
 pub use model::{Batch, KvCache, LoadOptions, Model};
 pub use tch::{Device, Kind, Tensor};
 pub use tokenizer::{ChatMessage, Tokenizer};
-
-/// Parses a device name: `cpu`, `cuda`, `cuda:N`.
-pub fn parse_device(name: &str) -> Result<Device> {
-    match name {
-        "cpu" => Ok(Device::Cpu),
-        "cuda" => {
-            if tch::Cuda::is_available() {
-                Ok(Device::Cuda(0))
-            } else {
-                Err(Error::Usage(
-                    "device `cuda` requested but CUDA is not available".into(),
-                ))
-            }
-        }
-        _ => match name
-            .strip_prefix("cuda:")
-            .and_then(|n| n.parse::<usize>().ok())
-        {
-            Some(i) if (i as i64) < tch::Cuda::device_count() => Ok(Device::Cuda(i)),
-            Some(i) => Err(Error::Usage(format!(
-                "device cuda:{i} requested but only {} CUDA devices exist",
-                tch::Cuda::device_count()
-            ))),
-            None => Err(Error::Usage(format!(
-                "unknown device `{name}` (expected cpu, cuda or cuda:N)"
-            ))),
-        },
-    }
-}
-
-/// Parses a dtype name: `f32`/`float32`, `bf16`/`bfloat16`, `f16`/`float16`.
-pub fn parse_dtype(name: &str) -> Result<Kind> {
-    config::parse_kind(name).ok_or_else(|| {
-        Error::Usage(format!(
-            "unknown dtype `{name}` (expected f32, bf16 or f16)"
-        ))
-    })
-}
 
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -1,51 +1,15 @@
-//! Test support shared by the workspace's test suites: the project's Python reference
-//! (transformers / PEFT) and small fixture models. Enabled by the `testing` feature only.
-#![allow(clippy::print_stdout)]
+//! Fixture models for the workspace's test suites (a character-level tokenizer, small random
+//! models built by transformers or by this crate), on top of `next-testing`'s Python reference.
+//! Enabled by the `testing` feature only.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use crate::{Config, LoadOptions, Model, Tokenizer};
 
 /// Characters of the fixture tokenizer.
 pub const ALPHABET: &str = "0123456789+-*=abcdefghij ";
 
-/// The workspace root (two levels above a crate's manifest directory).
-pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .expect("workspace root")
-}
-
-/// The project's Python (installed by `cargo xtask setup`).
-pub fn python() -> PathBuf {
-    let py = workspace_root().join(".venv/bin/python");
-    assert!(
-        py.exists(),
-        "{} is missing: run `cargo xtask setup` (or `cargo xtask test`)",
-        py.display()
-    );
-    py
-}
-
-/// Runs `tests/python/hf_reference.py` with `args` and returns its stdout; fails the test with
-/// the script's stderr when it fails.
-pub fn reference(args: &[&str]) -> String {
-    let script = workspace_root().join("tests/python/hf_reference.py");
-    let out = Command::new(python())
-        .arg(&script)
-        .args(args)
-        .env("NEXT_TEST_THREADS", "1")
-        .output()
-        .expect("run python");
-    assert!(
-        out.status.success(),
-        "hf_reference.py {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8 output")
-}
+pub use next_testing::{python, reference, workspace_root};
 
 /// A temporary directory holding the character-level fixture tokenizer.
 pub fn tokenizer_dir() -> tempfile::TempDir {

@@ -8,7 +8,6 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
-use crate::io;
 
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
 pub const TOKENIZER_CONFIG: &str = "tokenizer_config.json";
@@ -59,15 +58,12 @@ impl Tokenizer {
     pub fn load(dir: &Path) -> Result<Self> {
         let path = dir.join(TOKENIZER_FILE);
         if !path.exists() {
-            return Err(Error::MissingFile {
-                path,
-                what: "tokenizer (tokenizer.json)",
-            });
+            return Err(Error::missing(path, "tokenizer (tokenizer.json)"));
         }
         let inner = tokenizers::Tokenizer::from_file(&path).map_err(|e| tok_err(&path, e))?;
         let cfg_path = dir.join(TOKENIZER_CONFIG);
         let config: Map<String, Value> = if cfg_path.exists() {
-            match io::read_json::<Value>(&cfg_path)? {
+            match next_files::json::read::<Value>(&cfg_path)? {
                 Value::Object(m) => m,
                 _ => {
                     return Err(Error::invalid(
@@ -270,12 +266,15 @@ impl Tokenizer {
     pub fn save(&self, dir: &Path) -> Result<()> {
         let path = dir.join(TOKENIZER_FILE);
         let json = self.inner.to_string(true).map_err(|e| tok_err(&path, e))?;
-        io::write_atomic(&path, json.as_bytes())?;
+        next_files::atomic::write(&path, json.as_bytes())?;
         let mut config = self.config.clone();
         match &self.chat_template {
             Some(t) => config.insert("chat_template".into(), Value::String(t.clone())),
             None => config.remove("chat_template"),
         };
-        io::write_json(&dir.join(TOKENIZER_CONFIG), &config)
+        Ok(next_files::json::write(
+            &dir.join(TOKENIZER_CONFIG),
+            &config,
+        )?)
     }
 }

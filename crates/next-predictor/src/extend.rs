@@ -9,10 +9,11 @@ use std::path::{Path, PathBuf};
 use nalgebra::{DMatrix, DVector};
 
 use next_trajectory::adapter::Adapter;
-use safetensors::tensor::TensorView;
-use safetensors::Dtype;
 
 use crate::{Error, Prediction, Result};
+
+/// The predicted terms a jump was built from, beside the extended adapter.
+pub const PREDICTION: &str = "prediction.safetensors";
 
 /// What [`write_extended`] wrote.
 #[derive(Debug, Clone)]
@@ -35,6 +36,27 @@ pub fn write_extended(
     k: usize,
     out: &Path,
 ) -> Result<Extended> {
+    if out.exists() {
+        return Err(Error::Invalid(format!(
+            "{} already exists; choose a new --out",
+            out.display()
+        )));
+    }
+    let staging = next_files::atomic::Staging::new(out)?;
+    let mut ext = write_extended_into(adapter_dir, predictions, lambda, k, staging.path())?;
+    ext.dir = staging.publish(next_files::atomic::Existing::Refuse)?;
+    Ok(ext)
+}
+
+/// As [`write_extended`], into the existing directory `dir` (a caller's staging directory,
+/// which it publishes itself).
+pub fn write_extended_into(
+    adapter_dir: &Path,
+    predictions: &[Prediction],
+    lambda: f64,
+    k: usize,
+    dir: &Path,
+) -> Result<Extended> {
     if !lambda.is_finite() {
         return Err(Error::Invalid(format!(
             "λ = {lambda} is not a finite number"
@@ -44,12 +66,6 @@ pub fn write_extended(
         return Err(Error::Invalid(
             "the extension rank k must be at least 1".into(),
         ));
-    }
-    if out.exists() {
-        return Err(Error::Invalid(format!(
-            "{} already exists; choose a new --out",
-            out.display()
-        )));
     }
     let adapter = Adapter::open(adapter_dir)?;
     let by_module: BTreeMap<&str, &Prediction> =
@@ -120,48 +136,19 @@ pub fn write_extended(
     }
 
     // The config: the original, with the new rank and an alpha that keeps the scaling.
-    let cfg_path = adapter_dir.join("adapter_config.json");
-    let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
-    let mut cfg: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| Error::Invalid(format!("{}: {e}", cfg_path.display())))?;
+    let mut cfg: serde_json::Value =
+        next_files::json::read(&adapter_dir.join(next_files::peft::CONFIG))?;
     cfg["r"] = serde_json::json!(r2);
     cfg["lora_alpha"] = serde_json::json!(alpha2);
 
-    let parent = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".extend-")
-        .tempdir_in(parent)
-        .map_err(|e| Error::io(parent, e))?;
     let refs: Vec<(String, &DMatrix<f64>, &DMatrix<f64>)> =
         factors.iter().map(|(n, b, a)| (n.clone(), b, a)).collect();
-    next_trajectory::adapter::write(tmp.path(), &cfg, &refs)?;
-    write_tensors(&tmp.path().join("prediction.safetensors"), &predicted)?;
-    let kept = tmp.keep();
-    std::fs::rename(&kept, out).map_err(|e| Error::io(out, e))?;
+    next_trajectory::adapter::write(dir, &cfg, &refs)?;
+    next_trajectory::adapter::write_f32(&dir.join(PREDICTION), &predicted)?;
     Ok(Extended {
-        dir: out.to_owned(),
+        dir: dir.to_owned(),
         r: r2,
         lora_alpha: alpha2,
         modules: adapter.modules.len(),
     })
-}
-
-fn write_tensors(path: &Path, tensors: &[(String, Vec<usize>, Vec<u8>)]) -> Result<()> {
-    let views = tensors
-        .iter()
-        .map(|(n, s, b)| {
-            TensorView::new(Dtype::F32, s.clone(), b)
-                .map(|v| (n.clone(), v))
-                .map_err(|e| Error::Invalid(format!("tensor {n}: {e}")))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    safetensors::serialize_to_file(views, None, path)
-        .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
-    std::fs::File::open(path)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| Error::io(path, e))
 }

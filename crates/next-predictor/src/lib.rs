@@ -31,11 +31,8 @@ pub mod search;
 pub enum Error {
     #[error(transparent)]
     Trajectory(#[from] next_trajectory::Error),
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: std::path::PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    File(#[from] next_files::Error),
     /// The trajectory cannot support the request (too short, a module missing, ...).
     #[error("{0}")]
     Unsupported(String),
@@ -43,15 +40,6 @@ pub enum Error {
     Invalid(String),
     #[error(transparent)]
     Torch(#[from] tch::TchError),
-}
-
-impl Error {
-    pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> Self {
-        Self::Io {
-            path: path.to_owned(),
-            source,
-        }
-    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -249,16 +237,8 @@ pub fn save_fitted(
     trajectory: &Trajectory,
     dir: &std::path::Path,
 ) -> Result<()> {
-    let parent = dir
-        .parent()
-        .filter(|x| !x.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
-    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".predictor-")
-        .tempdir_in(parent)
-        .map_err(|e| Error::io(parent, e))?;
-    let params = p.save(tmp.path())?;
+    let staging = next_files::atomic::Staging::new(dir)?;
+    let params = p.save(staging.path())?;
     let doc = serde_json::json!({
         "predictor": p.name(),
         "window": window,
@@ -266,13 +246,9 @@ pub fn save_fitted(
         "state": p.state(),
         "params": params,
     });
-    let path = tmp.path().join(FITTED);
-    std::fs::write(&path, serde_json::to_vec(&doc).expect("JSON"))
-        .map_err(|e| Error::io(&path, e))?;
-    if dir.exists() {
-        std::fs::remove_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    }
-    std::fs::rename(tmp.keep(), dir).map_err(|e| Error::io(dir, e))
+    next_files::json::write(&staging.path().join(FITTED), &doc)?;
+    staging.publish(next_files::atomic::Existing::Replace)?;
+    Ok(())
 }
 
 /// Loads a predictor saved by [`save_fitted`], refusing one fitted on another run, model or
@@ -282,9 +258,7 @@ pub fn load_fitted(
     trajectory: &Trajectory,
 ) -> Result<Box<dyn TrajectoryPredictor>> {
     let path = dir.join(FITTED);
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    let doc: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
+    let doc: serde_json::Value = next_files::json::read(&path)?;
     let bad = |msg: String| Error::Invalid(format!("{}: {msg}", path.display()));
     let name = doc["predictor"]
         .as_str()
@@ -317,34 +291,88 @@ pub fn load_fitted(
         )));
     }
     let window = doc["window"].as_u64().map(|w| w as usize);
-    let mut p = by_name(name, window)?;
+    let mut p = name.parse::<PredictorKind>()?.build(window);
     p.load(&doc["params"], dir)
         .map_err(|e| bad(e.to_string()))?;
     Ok(p)
 }
 
-/// The predictors available, by name.
-pub const PREDICTORS: [&str; 5] = [
-    "two-point",
-    "linear-alpharl",
-    "linear-relex",
-    "next-reference",
-    "next",
-];
+/// The predictors, as configs and flags name them.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum PredictorKind {
+    /// RLVR-Linearity: the line through the last two checkpoints.
+    TwoPoint,
+    /// AlphaRL: a line through u·σ per coordinate, v from the latest checkpoint.
+    LinearAlpharl,
+    /// RELEX: the stacked deltas' top direction, its coefficient fitted linearly in t.
+    LinearRelex,
+    /// NExt as published: per-length two-branch MLPs from global and local factors.
+    NextReference,
+    /// Ours: per matrix, the trajectory's top directions with a curve per coefficient.
+    Next,
+}
 
-/// A predictor by name (`window`: how many latest checkpoints the linear fits use; None: all).
-pub fn by_name(name: &str, window: Option<usize>) -> Result<Box<dyn TrajectoryPredictor>> {
-    Ok(match name {
-        "two-point" => Box::new(linear::TwoPoint),
-        "linear-alpharl" => Box::new(linear::AlphaRl::new(window)),
-        "linear-relex" => Box::new(linear::Relex::new(window)),
-        "next-reference" => Box::new(mlp::NextReference::default()),
-        "next" => Box::new(curves::Next::new(window)),
-        other => {
-            return Err(Error::Invalid(format!(
-                "unknown predictor `{other}`; available: {}",
-                PREDICTORS.join(", ")
-            )))
+impl PredictorKind {
+    pub const ALL: [PredictorKind; 5] = [
+        PredictorKind::TwoPoint,
+        PredictorKind::LinearAlpharl,
+        PredictorKind::LinearRelex,
+        PredictorKind::NextReference,
+        PredictorKind::Next,
+    ];
+
+    /// The name users pick it by.
+    pub fn name(self) -> &'static str {
+        match self {
+            PredictorKind::TwoPoint => "two-point",
+            PredictorKind::LinearAlpharl => "linear-alpharl",
+            PredictorKind::LinearRelex => "linear-relex",
+            PredictorKind::NextReference => "next-reference",
+            PredictorKind::Next => "next",
         }
-    })
+    }
+
+    /// A fresh predictor (`window`: how many latest checkpoints the linear fits use; None: all).
+    pub fn build(self, window: Option<usize>) -> Box<dyn TrajectoryPredictor> {
+        match self {
+            PredictorKind::TwoPoint => Box::new(linear::TwoPoint),
+            PredictorKind::LinearAlpharl => Box::new(linear::AlphaRl::new(window)),
+            PredictorKind::LinearRelex => Box::new(linear::Relex::new(window)),
+            PredictorKind::NextReference => Box::new(mlp::NextReference::default()),
+            PredictorKind::Next => Box::new(curves::Next::new(window)),
+        }
+    }
+}
+
+/// The predictor called `name` (see [`PredictorKind`]); unknown names are refused with the
+/// list of known ones.
+pub fn by_name(name: &str, window: Option<usize>) -> Result<Box<dyn TrajectoryPredictor>> {
+    Ok(name.parse::<PredictorKind>()?.build(window))
+}
+
+impl std::fmt::Display for PredictorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for PredictorKind {
+    type Err = Error;
+
+    fn from_str(name: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.name() == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::ALL.iter().map(|k| k.name()).collect();
+                Error::Invalid(format!(
+                    "unknown predictor `{name}`; available: {}",
+                    names.join(", ")
+                ))
+            })
+    }
 }

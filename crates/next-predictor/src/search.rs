@@ -4,15 +4,15 @@
 
 use serde::Serialize;
 
-use crate::{Error, Result};
+use crate::Error;
 
 /// One evaluated candidate.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Candidate {
     pub lambda: f64,
     /// Validation reward with the candidate adapter.
     pub score: f64,
-    /// Wall seconds spent writing and scoring it.
+    /// Wall seconds spent scoring it (its share of the batch it was scored in).
     pub seconds: f64,
     /// Tokens generated to score it.
     pub tokens: u64,
@@ -35,66 +35,96 @@ impl Search {
     }
 }
 
-/// Scores λ = 0 and the candidates `search` asks for; `score(λ)` returns (reward, tokens).
-/// Returns every candidate in evaluation order; the best is the one with the highest score
-/// (ties go to the smaller jump).
-pub fn run(
+/// (reward, tokens) of each λ of a batch, or the scorer's error.
+pub type Scores<E> = std::result::Result<Vec<(f64, u64)>, E>;
+
+/// Scores λ = 0 and the candidates `search` asks for, in batches: `score(λs)` returns
+/// (reward, tokens) for every λ of the batch, so a scorer can evaluate them together (a grid is
+/// one batch; golden-section search starts with λ = 0 and its first pair, then one at a time).
+/// Returns every candidate in evaluation order, λ = 0 first; the best is the one with the
+/// highest score (ties go to the smaller jump). Errors of `score` come back unchanged.
+pub fn run<E: From<Error>>(
     search: &Search,
-    score: &mut dyn FnMut(f64) -> Result<(f64, u64)>,
-) -> Result<Vec<Candidate>> {
-    let mut out = vec![];
-    let mut eval = |lambda: f64, out: &mut Vec<Candidate>| -> Result<f64> {
-        if let Some(c) = out.iter().find(|c: &&Candidate| c.lambda == lambda) {
-            return Ok(c.score);
-        }
-        let t = std::time::Instant::now();
-        let (s, tokens) = score(lambda)?;
-        out.push(Candidate {
-            lambda,
-            score: s,
-            seconds: t.elapsed().as_secs_f64(),
-            tokens,
-        });
-        Ok(s)
-    };
-    eval(0.0, &mut out)?;
+    score: &mut dyn FnMut(&[f64]) -> Scores<E>,
+) -> std::result::Result<Vec<Candidate>, E> {
+    let mut out: Vec<Candidate> = vec![];
+    // Scores the λs not scored yet as one batch; returns the scores of all of `lambdas`.
+    let mut eval =
+        |lambdas: &[f64], out: &mut Vec<Candidate>| -> std::result::Result<Vec<f64>, E> {
+            let mut new: Vec<f64> = vec![];
+            for &l in lambdas {
+                if !out.iter().any(|c| c.lambda == l) && !new.contains(&l) {
+                    new.push(l);
+                }
+            }
+            if !new.is_empty() {
+                let t = std::time::Instant::now();
+                let scores = score(&new)?;
+                if scores.len() != new.len() {
+                    return Err(Error::Invalid(format!(
+                        "the scorer returned {} scores for {} candidates",
+                        scores.len(),
+                        new.len()
+                    ))
+                    .into());
+                }
+                // The batch's time, shared evenly: what each candidate cost.
+                let seconds = t.elapsed().as_secs_f64() / new.len() as f64;
+                for (&lambda, (s, tokens)) in new.iter().zip(scores) {
+                    out.push(Candidate {
+                        lambda,
+                        score: s,
+                        seconds,
+                        tokens,
+                    });
+                }
+            }
+            Ok(lambdas
+                .iter()
+                .map(|l| {
+                    out.iter()
+                        .find(|c| c.lambda == *l)
+                        .map_or(f64::NAN, |c| c.score)
+                })
+                .collect())
+        };
     match search {
         Search::Grid(grid) => {
             if grid.is_empty() {
-                return Err(Error::Invalid("the λ grid is empty".into()));
+                return Err(Error::Invalid("the λ grid is empty".into()).into());
             }
             if let Some(x) = grid.iter().find(|x| !x.is_finite()) {
-                return Err(Error::Invalid(format!("the λ grid holds {x}")));
+                return Err(Error::Invalid(format!("the λ grid holds {x}")).into());
             }
-            for &l in grid {
-                eval(l, &mut out)?;
-            }
+            let all: Vec<f64> = std::iter::once(0.0).chain(grid.iter().copied()).collect();
+            eval(&all, &mut out)?;
         }
         &Search::Golden { lo, hi, evals } => {
             if !(lo.is_finite() && hi.is_finite() && lo < hi) || evals < 2 {
                 return Err(Error::Invalid(format!(
                     "golden-section search needs lo < hi and at least 2 evaluations (got [{lo}, {hi}], {evals})"
-                )));
+                ))
+                .into());
             }
             let phi = (5f64.sqrt() - 1.0) / 2.0;
             let (mut a, mut b) = (lo, hi);
             let mut c = b - phi * (b - a);
             let mut d = a + phi * (b - a);
-            let mut fc = eval(c, &mut out)?;
-            let mut fd = eval(d, &mut out)?;
+            let first = eval(&[0.0, c, d], &mut out)?;
+            let (mut fc, mut fd) = (first[1], first[2]);
             for _ in 2..evals {
                 if fc >= fd {
                     b = d;
                     d = c;
                     fd = fc;
                     c = b - phi * (b - a);
-                    fc = eval(c, &mut out)?;
+                    fc = eval(&[c], &mut out)?[0];
                 } else {
                     a = c;
                     c = d;
                     fc = fd;
                     d = a + phi * (b - a);
-                    fd = eval(d, &mut out)?;
+                    fd = eval(&[d], &mut out)?[0];
                 }
             }
         }

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use next_model::{generate, Model, SamplingParams, Tokenizer};
+use next_model::{generate, Model, SamplingParams, StopTokens, Tokenizer};
 use next_verifiers::{Job, Pool, Registry, Verdict};
 use serde_json::Value;
 
@@ -67,15 +67,13 @@ pub struct Sampler<'a> {
     pub tokenizer: &'a Tokenizer,
     pub registry: &'a Registry,
     pub pool: &'a Pool,
-    pub eos_token_ids: Vec<i64>,
-    pub pad_token_id: i64,
+    /// Where responses end, and what pads a batch ([`Model::stop_tokens`]).
+    pub stop: StopTokens,
 }
 
 impl std::fmt::Debug for Sampler<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sampler")
-            .field("eos_token_ids", &self.eos_token_ids)
-            .finish()
+        f.debug_struct("Sampler").field("stop", &self.stop).finish()
     }
 }
 
@@ -135,8 +133,8 @@ impl Sampler<'_> {
                 seed: seed
                     .wrapping_add(chunk_index as u64)
                     .wrapping_mul(0x9E37_79B9_7F4A_7C15),
-                eos_token_ids: self.eos_token_ids.clone(),
-                pad_token_id: self.pad_token_id,
+                eos_token_ids: self.stop.eos.clone(),
+                pad_token_id: self.stop.pad,
             };
             let batch: Vec<Vec<i64>> = chunk.iter().map(|(_, ids)| (*ids).clone()).collect();
             let g = generate(self.model, &batch, &params)?;

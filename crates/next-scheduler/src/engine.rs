@@ -50,14 +50,11 @@ impl Engine for InProcess<'_> {
         keep_moments: bool,
     ) -> Result<()> {
         let state = checkpoint::state(from, step)?;
-        let opts = next_model::LoadOptions {
-            dtype: Some(
-                next_model::parse_dtype(&self.cfg.model.dtype)
-                    .map_err(next_trainer::Error::from)?,
-            ),
-            device: next_model::parse_device(&self.cfg.model.device)
-                .map_err(next_trainer::Error::from)?,
-        };
+        let opts = self
+            .cfg
+            .model
+            .load_options()
+            .map_err(next_trainer::Error::from)?;
         let moments = if keep_moments {
             checkpoint::Moments::Carry(checkpoint::optimizer_file(from, step))
         } else {

@@ -7,8 +7,9 @@
 //! <run>/global_step_N/actor/trainer_state.json        step, seed, data cursor
 //! ```
 //!
-//! A checkpoint is built in `.global_step_N.partial` and renamed into place; the latest-step
-//! file is replaced last. A run killed at any moment resumes from the last complete one.
+//! A checkpoint is built in a staging directory beside it and renamed into place; the
+//! latest-step file is replaced last. A run killed at any moment resumes from the last complete
+//! one.
 
 use std::path::{Path, PathBuf};
 
@@ -40,10 +41,12 @@ pub fn adapter_dir(run: &Path, step: usize) -> PathBuf {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io {
-        path: path.to_owned(),
-        source,
-    }
+    move |source| next_files::Error::io(path, source).into()
+}
+
+/// `trainer_state.json` of checkpoint `step`.
+fn state_file(run: &Path, step: usize) -> PathBuf {
+    step_dir(run, step).join("actor/trainer_state.json")
 }
 
 /// Writes checkpoint `state.step` of `model`'s adapter and `opt`'s moments.
@@ -54,12 +57,8 @@ pub fn save(
     state: &TrainerState,
     base_model: &str,
 ) -> Result<()> {
-    let final_dir = step_dir(run, state.step);
-    let tmp = run.join(format!(".global_step_{}.partial", state.step));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
-    }
-    let actor = tmp.join("actor");
+    let staging = next_files::atomic::Staging::new(&step_dir(run, state.step))?;
+    let actor = staging.path().join("actor");
     model.save_adapter(&actor.join("lora_adapter"), Some(base_model))?;
     let names: Vec<String> = model
         .lora_parameters()
@@ -73,15 +72,9 @@ pub fn save(
     }
     tensors.push(("step".into(), Tensor::from_slice(&[opt.step])));
     next_model::io::write_safetensors(&actor.join("optimizer.safetensors"), &tensors)?;
-    next_model::io::write_json(&actor.join("trainer_state.json"), state)?;
-    if final_dir.exists() {
-        std::fs::remove_dir_all(&final_dir).map_err(io(&final_dir))?;
-    }
-    std::fs::rename(&tmp, &final_dir).map_err(io(&final_dir))?;
-    if let Ok(d) = std::fs::File::open(run) {
-        let _ = d.sync_all();
-    }
-    next_model::io::write_atomic(&run.join(LATEST), format!("{}\n", state.step).as_bytes())?;
+    next_files::json::write(&actor.join("trainer_state.json"), state)?;
+    staging.publish(next_files::atomic::Existing::Replace)?;
+    next_files::atomic::write(&run.join(LATEST), format!("{}\n", state.step).as_bytes())?;
     Ok(())
 }
 
@@ -94,10 +87,7 @@ pub fn latest(run: &Path) -> Result<Option<usize>> {
     let step: usize = text.trim().parse().map_err(|_| {
         Error::Checkpoint(format!("{}: not a step number: {text:?}", path.display()))
     })?;
-    if !step_dir(run, step)
-        .join("actor/trainer_state.json")
-        .exists()
-    {
+    if !state_file(run, step).exists() {
         return Err(Error::Checkpoint(format!(
             "{} names step {step}, but {} is incomplete",
             path.display(),
@@ -109,23 +99,13 @@ pub fn latest(run: &Path) -> Result<Option<usize>> {
 
 /// Removes leftovers of checkpoints that were being written when a run was killed.
 pub fn clean_partial(run: &Path) -> Result<()> {
-    let Ok(entries) = std::fs::read_dir(run) else {
-        return Ok(());
-    };
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with(".global_step_") && name.ends_with(".partial") {
-            std::fs::remove_dir_all(e.path()).map_err(io(&e.path()))?;
-        }
-    }
-    Ok(())
+    Ok(next_files::atomic::clean(run)?)
 }
 
 /// Restores the optimizer moments and the trainer state of checkpoint `step` (the adapter is
 /// loaded with `Model::load_adapter(adapter_dir(run, step))`).
 pub fn load_state(run: &Path, step: usize, model: &Model, opt: &mut AdamW) -> Result<TrainerState> {
-    let state: TrainerState =
-        next_model::io::read_json(&step_dir(run, step).join("actor/trainer_state.json"))?;
+    let state: TrainerState = next_files::json::read(&state_file(run, step))?;
     read_moments(&optimizer_file(run, step), model, opt, false)?;
     Ok(state)
 }
@@ -209,7 +189,7 @@ pub fn start_from(
         .into_iter()
         .map(|(_, t)| t)
         .collect();
-    let mut opt = AdamW::new(&params, &crate::config::OptimConfig::default());
+    let mut opt = AdamW::new(&params, &crate::config::OptimSection::default());
     if let Moments::Carry(path) = moments {
         read_moments(path, &model, &mut opt, true)?;
     }
@@ -223,6 +203,5 @@ pub fn optimizer_file(run: &Path, step: usize) -> PathBuf {
 
 /// The trainer state saved with checkpoint `step` of `run`.
 pub fn state(run: &Path, step: usize) -> Result<TrainerState> {
-    next_model::io::read_json(&step_dir(run, step).join("actor/trainer_state.json"))
-        .map_err(Error::from)
+    Ok(next_files::json::read(&state_file(run, step))?)
 }

@@ -1,42 +1,82 @@
 //! The training configuration: typed, with defaults for every key and unknown keys refused.
 //! `next-cli` reads the TOML file and the `--set` overrides; this crate only sees the result.
 
+use std::path::Path;
+
+use next_model::{DeviceName, Dtype, LoadOptions};
 use serde::{Deserialize, Serialize};
 
-/// Everything `next train` needs.
+use crate::tasks::Task;
+
+/// Everything `next train` needs. Each field is a table of the TOML file (`[model]`, ...).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainConfig {
-    pub model: ModelConfig,
+    pub model: ModelSection,
     pub lora: LoraSection,
-    pub data: DataConfig,
+    pub data: DataSection,
     pub rollout: RolloutSection,
-    pub algorithm: AlgorithmConfig,
-    pub optim: OptimConfig,
+    pub algorithm: AlgorithmSection,
+    pub optim: OptimSection,
     pub trainer: TrainerSection,
-    pub pretrain: PretrainConfig,
+    pub pretrain: PretrainSection,
+}
+
+impl TrainConfig {
+    /// Makes every path in the config absolute (relative ones are taken from `cwd`), so that a
+    /// run's resolved config means the same files wherever it is read from.
+    pub fn absolutize(&mut self, cwd: &Path) {
+        for p in [
+            &mut self.model.path,
+            &mut self.data.train,
+            &mut self.data.val,
+            &mut self.pretrain.out,
+        ] {
+            if !p.is_empty() && Path::new(p.as_str()).is_relative() {
+                *p = cwd.join(p.as_str()).display().to_string();
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct ModelConfig {
+pub struct ModelSection {
     /// HF model directory. Empty: the embedded base, pretrained by `next pretrain` (cached).
     pub path: String,
     /// f32, bf16 or f16.
-    pub dtype: String,
+    pub dtype: Dtype,
     /// cpu, cuda or cuda:N.
-    pub device: String,
+    pub device: DeviceName,
     /// Intra-op threads of libtorch (0: libtorch's default).
     pub threads: i32,
 }
 
-impl Default for ModelConfig {
+impl Default for ModelSection {
     fn default() -> Self {
-        ModelConfig {
+        ModelSection {
             path: String::new(),
-            dtype: "f32".into(),
-            device: "cpu".into(),
+            dtype: Dtype::F32,
+            device: DeviceName::Cpu,
             threads: 0,
+        }
+    }
+}
+
+impl ModelSection {
+    /// How to load the model: the configured dtype on the configured device (refused when the
+    /// machine lacks it).
+    pub fn load_options(&self) -> next_model::Result<LoadOptions> {
+        Ok(LoadOptions {
+            dtype: Some(self.dtype.kind()),
+            device: self.device.device()?,
+        })
+    }
+
+    /// Sets libtorch's intra-op threads when the config names a count.
+    pub fn apply_threads(&self) {
+        if self.threads > 0 {
+            tch::set_num_threads(self.threads);
         }
     }
 }
@@ -66,13 +106,13 @@ impl Default for LoraSection {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct DataConfig {
+pub struct DataSection {
     /// Training rows (JSONL). Empty: generated from `task`.
     pub train: String,
     /// Validation rows (JSONL). Empty: generated from `task`.
     pub val: String,
     /// The embedded task when no files are given: add2, add3, add4, countdown3, countdown4.
-    pub task: String,
+    pub task: Task,
     /// Rows generated for the training split.
     pub train_size: usize,
     /// Rows generated (or read, at most) for validation.
@@ -86,12 +126,12 @@ pub struct DataConfig {
     pub seed: u64,
 }
 
-impl Default for DataConfig {
+impl Default for DataSection {
     fn default() -> Self {
-        DataConfig {
+        DataSection {
             train: String::new(),
             val: String::new(),
-            task: "add3".into(),
+            task: Task::Add { digits: 3 },
             train_size: 20_000,
             val_size: 1_000,
             skip_bad_rows: false,
@@ -161,7 +201,7 @@ pub enum KlType {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct AlgorithmConfig {
+pub struct AlgorithmSection {
     pub adv_estimator: AdvEstimator,
     /// Loss reduction; when unset, the estimator's own default (DAPO: token-mean, Dr.GRPO:
     /// seq-mean-token-sum-norm, others token-mean).
@@ -182,9 +222,9 @@ pub struct AlgorithmConfig {
     pub ppo_epochs: usize,
 }
 
-impl Default for AlgorithmConfig {
+impl Default for AlgorithmSection {
     fn default() -> Self {
-        AlgorithmConfig {
+        AlgorithmSection {
             adv_estimator: AdvEstimator::Grpo,
             loss_agg_mode: None,
             clip_ratio_low: 0.2,
@@ -199,7 +239,7 @@ impl Default for AlgorithmConfig {
     }
 }
 
-impl AlgorithmConfig {
+impl AlgorithmSection {
     pub fn loss_agg(&self) -> LossAgg {
         self.loss_agg_mode.unwrap_or(match self.adv_estimator {
             AdvEstimator::DrGrpo => LossAgg::SeqMeanTokenSumNorm,
@@ -231,7 +271,7 @@ pub enum LrSchedule {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct OptimConfig {
+pub struct OptimSection {
     pub lr: f64,
     pub beta1: f64,
     pub beta2: f64,
@@ -245,9 +285,9 @@ pub struct OptimConfig {
     pub grad_clip: f64,
 }
 
-impl Default for OptimConfig {
+impl Default for OptimSection {
     fn default() -> Self {
-        OptimConfig {
+        OptimSection {
             lr: 1e-3,
             beta1: 0.9,
             beta2: 0.999,
@@ -300,10 +340,10 @@ impl Default for TrainerSection {
 /// The embedded base model and its pretraining (used when `model.path` is empty).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct PretrainConfig {
+pub struct PretrainSection {
     /// Where the base is cached (reused when its config matches).
     pub out: String,
-    pub task: String,
+    pub task: Task,
     pub hidden_size: i64,
     pub layers: i64,
     pub heads: i64,
@@ -320,11 +360,11 @@ pub struct PretrainConfig {
     pub threads: i32,
 }
 
-impl Default for PretrainConfig {
+impl Default for PretrainSection {
     fn default() -> Self {
-        PretrainConfig {
+        PretrainSection {
             out: "runs/base-add3".into(),
-            task: "add3".into(),
+            task: Task::Add { digits: 3 },
             hidden_size: 128,
             layers: 3,
             heads: 4,

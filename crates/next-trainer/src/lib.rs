@@ -9,13 +9,13 @@ pub mod advantage;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod demo;
 pub mod loss;
+pub mod metrics;
 pub mod optim;
 pub mod pretrain;
 pub mod tasks;
 pub mod train;
-
-use std::path::PathBuf;
 
 pub use config::TrainConfig;
 
@@ -27,12 +27,8 @@ pub enum Error {
     Rollout(#[from] next_rollout::Error),
     #[error(transparent)]
     Verifier(#[from] next_verifiers::Error),
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    File(#[from] next_files::Error),
     #[error("config: {0}")]
     Config(String),
     #[error("data: {0}")]

@@ -3,7 +3,7 @@
 
 use tch::{Kind, Tensor};
 
-use crate::config::{LrSchedule, OptimConfig};
+use crate::config::{LrSchedule, OptimSection};
 
 /// Decoupled-weight-decay Adam, updating exactly as `torch.optim.AdamW` does.
 #[derive(Debug)]
@@ -17,7 +17,7 @@ pub struct AdamW {
 }
 
 impl AdamW {
-    pub fn new(params: &[Tensor], cfg: &OptimConfig) -> Self {
+    pub fn new(params: &[Tensor], cfg: &OptimSection) -> Self {
         let zeros = |p: &Tensor| Tensor::zeros_like(p).set_requires_grad(false);
         AdamW {
             step: 0,
@@ -97,7 +97,7 @@ pub fn clip_grad_norm(params: &[Tensor], max_norm: f64) -> f64 {
 }
 
 /// The learning rate at `step` (0-based) of `total` steps.
-pub fn learning_rate(cfg: &OptimConfig, step: usize, total: usize) -> f64 {
+pub fn learning_rate(cfg: &OptimSection, step: usize, total: usize) -> f64 {
     let warm = cfg.warmup_steps;
     if warm > 0 && step < warm {
         return cfg.lr * (step + 1) as f64 / warm as f64;

@@ -11,7 +11,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Value};
 
-use crate::config::{OptimConfig, PretrainConfig};
+use crate::config::{OptimSection, PretrainSection};
 use crate::optim::{learning_rate, AdamW};
 use crate::tasks::{self, Split, Task};
 use crate::{Error, Result};
@@ -41,9 +41,7 @@ const META: &str = "pretrain.json";
 
 /// Greedy exact-match accuracy of `model` on addition rows.
 pub fn greedy_accuracy(model: &Model, tok: &Tokenizer, rows: &[crate::data::Row]) -> Result<f64> {
-    let eos = tok
-        .eos_token_id
-        .ok_or_else(|| Error::Config("tokenizer has no EOS".into()))?;
+    let stop = model.stop_tokens(tok);
     let prompts: Vec<Vec<i64>> = rows
         .iter()
         .map(|r| r.render(tok).and_then(|t| tok.encode(&t, false)))
@@ -56,8 +54,8 @@ pub fn greedy_accuracy(model: &Model, tok: &Tokenizer, rows: &[crate::data::Row]
             top_p: 1.0,
             top_k: 0,
             seed: 0,
-            eos_token_ids: vec![eos],
-            pad_token_id: tok.pad_token_id.unwrap_or(0),
+            eos_token_ids: stop.eos.clone(),
+            pad_token_id: stop.pad,
         };
         let g = next_model::generate(model, chunk, &params)?;
         for (ids, row) in g.tokens.iter().zip(rows) {
@@ -68,9 +66,24 @@ pub fn greedy_accuracy(model: &Model, tok: &Tokenizer, rows: &[crate::data::Row]
     Ok(correct as f64 / rows.len().max(1) as f64)
 }
 
+/// The base model of `cfg`: `model.path` when it names one, else the embedded base, pretrained
+/// (or reused from its cache) into `pretrain.out`, which then becomes `model.path`. Returns
+/// what pretraining did, if it was asked for.
+pub fn ensure_base(
+    cfg: &mut crate::TrainConfig,
+    progress: &mut dyn FnMut(PretrainProgress),
+) -> Result<Option<Pretrained>> {
+    if !cfg.model.path.is_empty() {
+        return Ok(None);
+    }
+    let res = pretrain(&cfg.pretrain, Path::new(&cfg.pretrain.out), progress)?;
+    cfg.model.path = res.dir.display().to_string();
+    Ok(Some(res))
+}
+
 /// Trains (or reuses) the embedded base model in `out`.
 pub fn pretrain(
-    cfg: &PretrainConfig,
+    cfg: &PretrainSection,
     out: &Path,
     progress: &mut dyn FnMut(PretrainProgress),
 ) -> Result<Pretrained> {
@@ -93,11 +106,11 @@ pub fn pretrain(
             }
         }
     }
-    let task = Task::parse(&cfg.task)?;
+    let task = cfg.task;
     let Task::Add { digits } = task else {
         return Err(Error::Config(format!(
             "pretraining supports the addition tasks, not `{}`",
-            cfg.task
+            task.name()
         )));
     };
     if cfg.threads > 0 {
@@ -125,14 +138,14 @@ pub fn pretrain(
         .into_iter()
         .map(|(_, t)| t.set_requires_grad(true))
         .collect();
-    let optim_cfg = OptimConfig {
+    let optim_cfg = OptimSection {
         lr: cfg.lr,
         beta1: 0.9,
         beta2: 0.98,
         eps: 1e-8,
         weight_decay: 0.01,
         warmup_steps: cfg.warmup_steps,
-        ..OptimConfig::default()
+        ..OptimSection::default()
     };
     let mut opt = AdamW::new(&params, &optim_cfg);
     let train = tasks::generate(task, Split::Train, cfg.train_size, cfg.seed)?;
@@ -156,16 +169,13 @@ pub fn pretrain(
             let answer = tasks::add_answer(a, b, digits, Some((cfg.drop_carry, &mut rng)));
             let mut s = prompt_ids[i].clone();
             let ans = tok.encode(&answer, false)?;
-            answer_lens.push(ans.len() as i64 + 1);
+            answer_lens.push(ans.len() + 1);
             s.extend(ans);
             s.push(eos);
             seqs.push(s);
         }
         let batch = Batch::left_padded(&seqs, pad, model.device())?;
-        let width = batch.input_ids.size()[1];
-        let pos = Tensor::arange(width - 1, (Kind::Int64, model.device())).view([1, -1]);
-        let first = Tensor::from_slice(&answer_lens).view([-1, 1]).neg() + (width - 1);
-        let mask = pos.ge_tensor(&first).to_kind(Kind::Float);
+        let mask = batch.suffix_mask(&answer_lens);
         let lp = model.token_logprobs(&batch, 1.0)?;
         let loss = -(lp * &mask).sum(Kind::Float) / mask.sum(Kind::Float);
         loss.backward();
@@ -194,24 +204,14 @@ pub fn pretrain(
     for p in &params {
         let _ = p.set_requires_grad(false);
     }
-    // Write into a temporary directory and rename: a killed run leaves no half-written base.
-    let tmp = out.with_extension("partial");
-    let _ = std::fs::remove_dir_all(&tmp);
-    model.save(&tmp)?;
-    tok.save(&tmp)?;
+    // Written beside its target and renamed: a killed run leaves no half-written base.
+    let staging = next_files::atomic::Staging::new(out)?;
+    model.save(staging.path())?;
+    tok.save(staging.path())?;
     let seconds = start.elapsed().as_secs_f64();
     let meta = json!({"config": wanted, "val_accuracy": val_accuracy, "final_loss": last_loss, "seconds": seconds});
-    next_model::io::write_json(&tmp.join(META), &meta)?;
-    if out.exists() {
-        std::fs::remove_dir_all(out).map_err(|e| Error::Io {
-            path: out.to_owned(),
-            source: e,
-        })?;
-    }
-    std::fs::rename(&tmp, out).map_err(|e| Error::Io {
-        path: out.to_owned(),
-        source: e,
-    })?;
+    next_files::json::write(&staging.path().join(META), &meta)?;
+    staging.publish(next_files::atomic::Existing::Replace)?;
     Ok(Pretrained {
         dir: out.to_owned(),
         reused: false,

@@ -14,19 +14,38 @@ use crate::{Error, Result};
 /// disjoint whatever the seed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Split {
     Train,
     Val,
     Test,
 }
 
-/// A task of the embedded family.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A task of the embedded family; written in configs by name (`add3`, `countdown4`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum Task {
     /// `abc+def=` → the sum with `digits + 1` digits, zero-padded.
     Add { digits: u32 },
     /// Countdown with `numbers` operands from 1..=25.
     Countdown { numbers: usize },
+}
+
+impl TryFrom<String> for Task {
+    type Error = String;
+
+    fn try_from(s: String) -> std::result::Result<Self, String> {
+        Task::parse(&s).map_err(|e| match e {
+            Error::Config(m) => m,
+            other => other.to_string(),
+        })
+    }
+}
+
+impl From<Task> for String {
+    fn from(t: Task) -> String {
+        t.name()
+    }
 }
 
 impl Task {
@@ -52,7 +71,7 @@ impl Task {
         Err(bad())
     }
 
-    pub fn name(&self) -> String {
+    pub fn name(self) -> String {
         match self {
             Task::Add { digits } => format!("add{digits}"),
             Task::Countdown { numbers } => format!("countdown{numbers}"),

@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use next_files::peft::{self, Factor};
+
 use serde::Deserialize;
 
 use crate::factored::Factors;
@@ -50,7 +52,7 @@ pub struct Adapter {
 
 impl Adapter {
     pub fn open(dir: &Path) -> Result<Self> {
-        let cfg_path = dir.join("adapter_config.json");
+        let cfg_path = dir.join(peft::CONFIG);
         let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
         let raw: RawConfig = serde_json::from_str(&text)
             .map_err(|e| Error::format(&cfg_path, format!("not an adapter config: {e}")))?;
@@ -88,16 +90,16 @@ impl Adapter {
         } else {
             alpha / r as f64
         };
-        let st_path = dir.join("adapter_model.safetensors");
+        let st_path = dir.join(peft::WEIGHTS);
         let file = Mapped::open(&st_path)?;
         let mut pairs: BTreeMap<String, (Option<String>, Option<String>)> = BTreeMap::new();
         for name in file.names() {
-            let Some((stem, which)) = split_key(&name) else {
+            let Some((stem, which)) = peft::split_key(&name) else {
                 tracing::debug!(tensor = %name, "not a LoRA factor; skipped");
                 continue;
             };
-            let e = pairs.entry(stem).or_default();
-            if which == 'A' {
+            let e = pairs.entry(stem.to_owned()).or_default();
+            if which == Factor::A {
                 e.0 = Some(name);
             } else {
                 e.1 = Some(name);
@@ -124,7 +126,10 @@ impl Adapter {
             if ra != r || rb != r {
                 return Err(Error::format(
                     &st_path,
-                    format!("module `{stem}`: lora_A is {sa:?}, lora_B is {sb:?}, but adapter_config.json says r = {r}"),
+                    format!(
+                        "module `{stem}`: lora_A is {sa:?}, lora_B is {sb:?}, but {} says r = {r}",
+                        peft::CONFIG
+                    ),
                 ));
             }
             modules.insert(
@@ -174,15 +179,13 @@ impl Adapter {
 
 /// Writes a PEFT LoRA adapter: `config` as `adapter_config.json` and, per module stem, B
 /// (out x r) and A (r x in) as f32 `lora_B` / `lora_A` tensors in `adapter_model.safetensors`.
-/// Files are fsynced; callers that need the directory to appear atomically write it under a
-/// temporary name and rename it.
+/// Each file is written atomically; callers that need the directory to appear whole build it
+/// in a `next_files::atomic::Staging`.
 pub fn write(
     dir: &Path,
     config: &serde_json::Value,
     factors: &[(String, &nalgebra::DMatrix<f64>, &nalgebra::DMatrix<f64>)],
 ) -> Result<()> {
-    use std::io::Write;
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let row_major = |m: &nalgebra::DMatrix<f64>| -> Vec<u8> {
         let mut out = Vec::with_capacity(m.len() * 4);
         for i in 0..m.nrows() {
@@ -195,47 +198,31 @@ pub fn write(
     let mut data = vec![];
     for (stem, b, a) in factors {
         data.push((
-            format!("{stem}.lora_A.weight"),
+            peft::stem_key(stem, Factor::A),
             vec![a.nrows(), a.ncols()],
             row_major(a),
         ));
         data.push((
-            format!("{stem}.lora_B.weight"),
+            peft::stem_key(stem, Factor::B),
             vec![b.nrows(), b.ncols()],
             row_major(b),
         ));
     }
-    let path = dir.join("adapter_model.safetensors");
-    let views = data
+    write_f32(&dir.join(peft::WEIGHTS), &data)?;
+    Ok(next_files::json::write(&dir.join(peft::CONFIG), config)?)
+}
+
+/// Writes f32 tensors `(name, shape, little-endian bytes)` as a safetensors file, atomically.
+pub fn write_f32(path: &Path, tensors: &[(String, Vec<usize>, Vec<u8>)]) -> Result<()> {
+    let views = tensors
         .iter()
         .map(|(n, shape, bytes)| {
             safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
                 .map(|v| (n.clone(), v))
-                .map_err(|e| Error::format(&path, format!("tensor `{n}`: {e}")))
+                .map_err(|e| Error::format(path, format!("tensor `{n}`: {e}")))
         })
         .collect::<Result<Vec<_>>>()?;
-    safetensors::serialize_to_file(views, None, &path)
-        .map_err(|e| Error::format(&path, e.to_string()))?;
-    let cfg = dir.join("adapter_config.json");
-    let mut f = std::fs::File::create(&cfg).map_err(|e| Error::io(&cfg, e))?;
-    f.write_all(
-        serde_json::to_string_pretty(config)
-            .expect("JSON")
-            .as_bytes(),
-    )
-    .and_then(|_| f.sync_all())
-    .map_err(|e| Error::io(&cfg, e))?;
-    std::fs::File::open(&path)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| Error::io(&path, e))
-}
-
-/// `base_model.model.X.lora_A.weight` (or `.lora_A.<adapter>.weight`) -> (`base_model.model.X`, 'A').
-fn split_key(name: &str) -> Option<(String, char)> {
-    let stem_end = name.find(".lora_A.").or_else(|| name.find(".lora_B."))?;
-    let which = name[stem_end + 6..].chars().next()?;
-    if !name.ends_with(".weight") {
-        return None;
-    }
-    Some((name[..stem_end].to_string(), which))
+    let bytes =
+        safetensors::serialize(views, None).map_err(|e| Error::format(path, e.to_string()))?;
+    Ok(next_files::atomic::write(path, &bytes)?)
 }

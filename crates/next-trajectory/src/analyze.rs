@@ -348,12 +348,9 @@ pub fn line_chart<S: AsRef<str>>(
         x1 = x0 + 1.0;
     }
     let pad = ((y1 - y0) * 0.05).max(1e-9);
-    let file = path
-        .file_name()
-        .map_or("chart".into(), |n| n.to_string_lossy().into_owned());
-    let tmp = path.with_file_name(format!(".{file}.tmp"));
-    let draw = || -> std::result::Result<(), Box<dyn std::error::Error>> {
-        let root = SVGBackend::new(&tmp, (900, 540)).into_drawing_area();
+    let mut svg = String::new();
+    let mut draw = || -> std::result::Result<(), Box<dyn std::error::Error>> {
+        let root = SVGBackend::with_string(&mut svg, (900, 540)).into_drawing_area();
         root.fill(&WHITE)?;
         let mut chart = ChartBuilder::on(&root)
             .caption(title, ("sans-serif", 18))
@@ -387,6 +384,6 @@ pub fn line_chart<S: AsRef<str>>(
         Ok(())
     };
     draw().map_err(|e| Error::format(path, format!("cannot draw the plot: {e}")))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+    next_files::atomic::write(path, svg.as_bytes())?;
     Ok(true)
 }

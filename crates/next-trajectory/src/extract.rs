@@ -2,15 +2,15 @@
 //! records are missing, computes them in parallel across matrices (rayon), and appends them in
 //! one atomic commit, so a second run only processes what is new.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
-use crate::adapter::Adapter;
 use crate::factored::{top_k_difference, Factors, Triplets};
-use crate::full::{top_k_dense, Weights};
+use crate::full::top_k_dense;
 use crate::layout::{self, Checkpoint, Format};
+use crate::series::{open_series, Series};
 use crate::store::{Index, Kind, Module, Record, Source, Store, VERSION};
 use crate::{Error, Result};
 
@@ -71,15 +71,6 @@ struct Job {
     old: Option<usize>,
 }
 
-/// The checkpoints' weights, opened (memory-mapped) once.
-enum Series {
-    Lora(Vec<Adapter>),
-    Full {
-        base: Option<Weights>,
-        cps: Vec<Weights>,
-    },
-}
-
 /// Extracts every missing record of `input` into the store at `out`.
 pub fn extract(
     input: &Input,
@@ -112,10 +103,7 @@ pub fn extract(
         .map(|(i, c)| Source {
             step: c.step,
             dir: c.dir.clone(),
-            fingerprint: match &series {
-                Series::Lora(a) => fingerprint([a[i].file()]),
-                Series::Full { cps, .. } => cps[i].fingerprint(),
-            },
+            fingerprint: series.fingerprint(i),
         })
         .collect();
     let origin = if has_zero { "step 0" } else { "base" }.to_string();
@@ -203,120 +191,6 @@ pub fn extract(
         total_records: store.index.records,
         store_bytes: store.index.records_len,
     })
-}
-
-/// Opens every checkpoint and checks they agree on modules and shapes.
-fn open_series(
-    format: Format,
-    cps: &[Checkpoint],
-    base: Option<&Path>,
-    has_zero: bool,
-) -> Result<(Series, Vec<Module>, Option<f64>)> {
-    if format == Format::Full {
-        let weights: Vec<Weights> = cps
-            .iter()
-            .map(|c| Weights::open(&c.dir))
-            .collect::<Result<_>>()?;
-        let base = match (base, has_zero) {
-            (Some(b), _) => Some(Weights::open(b)?),
-            (None, true) => None,
-            (None, false) => {
-                return Err(Error::Layout(
-                    "full-parameter mode needs W_0: pass the base model directory, or keep a step-0 checkpoint".into(),
-                ))
-            }
-        };
-        let reference = base.as_ref().unwrap_or(&weights[0]);
-        let modules: Vec<Module> = reference
-            .block_matrices()
-            .into_iter()
-            .map(|(name, out, inp)| Module { name, out, inp })
-            .collect();
-        if modules.is_empty() {
-            return Err(Error::format(
-                &reference.dir,
-                "holds no 2-D `layers.N.*.weight` matrices",
-            ));
-        }
-        let want: Vec<(String, usize, usize)> = modules
-            .iter()
-            .map(|m| (m.name.clone(), m.out, m.inp))
-            .collect();
-        for (w, c) in weights.iter().zip(cps) {
-            if w.block_matrices() != want {
-                return Err(Error::Layout(format!(
-                    "checkpoint at step {} ({}) has other matrices or shapes than {}",
-                    c.step,
-                    c.dir.display(),
-                    reference.dir.display()
-                )));
-            }
-        }
-        return Ok((Series::Full { base, cps: weights }, modules, None));
-    }
-    let adapters: Vec<Adapter> = cps
-        .iter()
-        .map(|c| Adapter::open(&c.dir))
-        .collect::<Result<_>>()?;
-    let first = &adapters[0];
-    for (a, c) in adapters.iter().zip(cps).skip(1) {
-        if a.r != first.r {
-            return Err(Error::Layout(format!(
-                "the LoRA rank changes mid-run: r = {} at step {} but {} at step {} ({})",
-                first.r,
-                cps[0].step,
-                a.r,
-                c.step,
-                a.dir.display()
-            )));
-        }
-        if a.scaling != first.scaling {
-            return Err(Error::Layout(format!(
-                "the LoRA scaling changes mid-run: {} at step {} but {} at step {} ({})",
-                first.scaling,
-                cps[0].step,
-                a.scaling,
-                c.step,
-                a.dir.display()
-            )));
-        }
-        let (mine, theirs): (BTreeSet<_>, BTreeSet<_>) =
-            (first.modules.keys().collect(), a.modules.keys().collect());
-        if let Some(m) = mine.symmetric_difference(&theirs).next() {
-            return Err(Error::Layout(format!(
-                "module `{m}` is in only one of the adapters at steps {} and {} ({})",
-                cps[0].step,
-                c.step,
-                a.file().display()
-            )));
-        }
-        for (name, s) in &a.modules {
-            let f = &first.modules[name];
-            if (s.out, s.inp) != (f.out, f.inp) {
-                return Err(Error::Layout(format!(
-                    "module `{name}` changes shape mid-run: {}x{} at step {} but {}x{} at step {} ({})",
-                    f.out,
-                    f.inp,
-                    cps[0].step,
-                    s.out,
-                    s.inp,
-                    c.step,
-                    a.file().display()
-                )));
-            }
-        }
-    }
-    let modules = first
-        .modules
-        .iter()
-        .map(|(name, s)| Module {
-            name: name.clone(),
-            out: s.out,
-            inp: s.inp,
-        })
-        .collect();
-    let scaling = Some(first.scaling);
-    Ok((Series::Lora(adapters), modules, scaling))
 }
 
 /// One module's records, loading each checkpoint's factors (or weights) at most once.
@@ -455,22 +329,4 @@ fn check_compatible(store: &Store, want: &Index) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Total bytes and latest modification time (ns) of some files.
-pub(crate) fn fingerprint<'a>(paths: impl IntoIterator<Item = &'a Path>) -> (u64, u128) {
-    let mut bytes = 0;
-    let mut mtime = 0;
-    for p in paths {
-        if let Ok(meta) = std::fs::metadata(p) {
-            bytes += meta.len();
-            let t = meta
-                .modified()
-                .ok()
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map_or(0, |d| d.as_nanos());
-            mtime = mtime.max(t);
-        }
-    }
-    (bytes, mtime)
 }

@@ -69,9 +69,9 @@ impl Weights {
         self.files[*f].matrix(name)
     }
 
-    /// Total bytes and latest modification time (ns) of the weight files.
-    pub fn fingerprint(&self) -> (u64, u128) {
-        crate::extract::fingerprint(self.files.iter().map(|f| f.path.as_path()))
+    /// The weight files.
+    pub fn files(&self) -> Vec<std::path::PathBuf> {
+        self.files.iter().map(|f| f.path.clone()).collect()
     }
 }
 

@@ -58,7 +58,7 @@ pub fn discover(run: &Path, format: Option<Format>) -> Result<(Format, Vec<Check
     }
     let verl = numbered(run, "global_step_")?;
     let trl = numbered(run, "checkpoint-")?;
-    let is_adapter = |d: &Path| d.join("adapter_config.json").is_file();
+    let is_adapter = |d: &Path| d.join(next_files::peft::CONFIG).is_file();
     let format = match format {
         Some(f) => f,
         None if !verl.is_empty() => {
@@ -139,7 +139,7 @@ pub fn discover(run: &Path, format: Option<Format>) -> Result<(Format, Vec<Check
         let needed = if format == Format::Full {
             "config.json"
         } else {
-            "adapter_config.json"
+            next_files::peft::CONFIG
         };
         if !c.dir.join(needed).is_file() {
             return Err(Error::Layout(format!(

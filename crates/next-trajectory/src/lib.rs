@@ -5,7 +5,8 @@
 //! - `adapter` / `tensors` read PEFT adapters and safetensors lazily from memory maps.
 //! - `factored` computes the top singular triplets of a LoRA update or of the difference of
 //!   two, exactly, from the factors; `full` does it for dense deltas by Lanczos.
-//! - `extract` plans the global / local / target records a series allows and fills the store;
+//! - `series` opens a checkpoint series once and checks it is consistent; `extract` plans the
+//!   global / local / target records a series allows and fills the store;
 //!   `store` is the versioned, checksummed, append-only on-disk format.
 //! - `analyze` summarises a store (rank-1 energy, direction stability, linearity of σ1).
 //!
@@ -20,17 +21,15 @@ pub mod extract;
 pub mod factored;
 pub mod full;
 pub mod layout;
+mod series;
 pub mod store;
 mod tensors;
 
 /// Errors of reading checkpoints, computing factors and keeping the store.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    File(#[from] next_files::Error),
     /// A checkpoint file whose content is not what it should be (names file and key/tensor).
     #[error("{}: {msg}", path.display())]
     Format { path: PathBuf, msg: String },
@@ -48,10 +47,7 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
-        Self::Io {
-            path: path.to_owned(),
-            source,
-        }
+        next_files::Error::io(path, source).into()
     }
     pub(crate) fn format(path: &Path, msg: impl Into<String>) -> Self {
         Self::Format {

@@ -267,7 +267,7 @@ impl Store {
     fn write_index(&self) -> Result<()> {
         let path = self.dir.join(INDEX);
         let text = serde_json::to_string_pretty(&self.index).expect("the index serialises");
-        write_atomic(&path, text.as_bytes())
+        Ok(next_files::atomic::write(&path, text.as_bytes())?)
     }
 
     /// The (step, module, kind) keys present.
@@ -336,6 +336,14 @@ fn decode_all(bytes: &[u8], index: &Index, path: &Path) -> Result<Vec<Record>> {
             header.kind.name()
         );
         let k = header.sigma.len();
+        // Zero and rank-deficient deltas keep fewer triplets than asked, but never none:
+        // readers take the first one.
+        if !(1..=index.rank.max(1)).contains(&k) {
+            return Err(bad(format!(
+                "{what}: {k} singular values, expected 1 to {}",
+                index.rank
+            )));
+        }
         let floats = k * (module.out + module.inp);
         let end = 8 + hlen + 4 * floats;
         if rest.len() < end + 4 {
@@ -362,17 +370,4 @@ fn decode_all(bytes: &[u8], index: &Index, path: &Path) -> Result<Vec<Record>> {
         pos += end + 4;
     }
     Ok(out)
-}
-
-/// Writes `bytes` to `path` through a fsynced temporary file and a rename.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::io(dir, e))?;
-    tmp.write_all(bytes).map_err(|e| Error::io(path, e))?;
-    tmp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
-    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
 }

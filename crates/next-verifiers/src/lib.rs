@@ -11,6 +11,7 @@ pub mod exact;
 pub mod math;
 mod pool;
 mod registry;
+pub mod rows;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

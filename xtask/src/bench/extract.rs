@@ -10,6 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use next_files::peft::{self, Factor};
 use rand::{Rng, SeedableRng};
 use safetensors::tensor::TensorView;
 
@@ -55,8 +56,9 @@ pub fn run() -> Result<()> {
     let files: Vec<_> = (1..=CHECKPOINTS)
         .map(|i| {
             run.join(format!(
-                "global_step_{}/actor/lora_adapter/adapter_model.safetensors",
-                i * INTERVAL
+                "global_step_{}/actor/lora_adapter/{}",
+                i * INTERVAL,
+                peft::WEIGHTS
             ))
         })
         .collect();
@@ -193,17 +195,13 @@ fn generate(run: &Path) -> Result<()> {
     let mut factors: Vec<(String, Vec<usize>, Vec<f32>)> = vec![];
     for l in 0..LAYERS {
         for (m, o, i) in modules() {
-            let stem = format!("base_model.model.model.layers.{l}.{m}");
+            let module = format!("model.layers.{l}.{m}");
             factors.push((
-                format!("{stem}.lora_A.weight"),
+                peft::key(&module, Factor::A),
                 vec![R, i],
                 noise(R * i, 0.02),
             ));
-            factors.push((
-                format!("{stem}.lora_B.weight"),
-                vec![o, R],
-                vec![0.0; o * R],
-            ));
+            factors.push((peft::key(&module, Factor::B), vec![o, R], vec![0.0; o * R]));
         }
     }
     for c in 1..=CHECKPOINTS {
@@ -233,13 +231,13 @@ fn generate(run: &Path) -> Result<()> {
         let dir = run.join(format!("global_step_{}/actor/lora_adapter", c * INTERVAL));
         fs::create_dir_all(&dir)?;
         fs::write(
-            dir.join("adapter_config.json"),
+            dir.join(peft::CONFIG),
             format!(
                 r#"{{"peft_type": "LORA", "r": {R}, "lora_alpha": {}, "target_modules": "all-linear"}}"#,
                 2 * R
             ),
         )?;
-        safetensors::serialize_to_file(views, None, &dir.join("adapter_model.safetensors"))?;
+        safetensors::serialize_to_file(views, None, &dir.join(peft::WEIGHTS))?;
     }
     fs::File::create(&stamp)?.flush()?;
     Ok(())

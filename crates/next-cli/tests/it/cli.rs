@@ -2,17 +2,11 @@
 //! bad input (clear message, non-zero exit, never a panic).
 
 use std::path::Path;
-use std::process::{Command, Output};
 
 use next_model::testing::{hf_model, reference, rust_model};
 use serde_json::Value;
 
-fn next(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_next"))
-        .args(args)
-        .output()
-        .expect("run next")
-}
+use crate::next;
 
 fn generate_json(model: &Path, extra: &[&str]) -> Value {
     let mut args = vec!["generate", "--model", model.to_str().unwrap(), "--json"];
@@ -256,5 +250,35 @@ fn help_teaches() {
         "--device",
     ] {
         assert!(text.contains(flag), "--help lacks {flag}");
+    }
+}
+
+/// `configs/embedded.toml` claims to list every training setting with its default: it parses
+/// to exactly the built-in defaults, and names every key they have (optional keys, which have
+/// no default value, appear as comments).
+#[test]
+fn the_embedded_config_lists_every_default() {
+    let root = next_model::testing::workspace_root();
+    let path = root.join("configs/embedded.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let file: toml::Table = text.parse().unwrap();
+    let parsed: next_trainer::TrainConfig = toml::Value::Table(file.clone()).try_into().unwrap();
+    assert_eq!(parsed, next_trainer::TrainConfig::default());
+    let defaults = toml::Table::try_from(next_trainer::TrainConfig::default()).unwrap();
+    for (section, table) in &defaults {
+        for key in table.as_table().unwrap().keys() {
+            assert!(
+                file.get(section).and_then(|s| s.get(key)).is_some(),
+                "{}: [{section}] lacks `{key}`",
+                path.display()
+            );
+        }
+    }
+    for optional in ["clip_ratio_high", "loss_agg_mode", "dynamic_sampling"] {
+        assert!(
+            text.contains(&format!("# {optional} = ")),
+            "{}: document the optional key `{optional}`",
+            path.display()
+        );
     }
 }

@@ -4,16 +4,11 @@
 //! a bad plan is refused by key before anything runs; repeated jumps and kept optimizer moments.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
 
-fn next(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_next"))
-        .args(args)
-        .output()
-        .expect("run next")
-}
+use crate::next;
 
 fn quick(dir: &Path, extra: &[&str]) -> Output {
     let out = dir.join("exp");
@@ -226,8 +221,8 @@ fn repeated_jumps_fit_each_segment_on_its_own_trajectory() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|c| c[0].as_f64() == Some(0.0))
-        .unwrap()[1]
+        .find(|c| c["lambda"].as_f64() == Some(0.0))
+        .unwrap()["score"]
         .as_f64()
         .unwrap();
     assert!(second >= before);

@@ -4,30 +4,13 @@
 //! PEFT loads and merges to exactly the original plus λ times the prediction.
 
 use std::path::Path;
-use std::process::{Command, Output};
 
 use next_model::testing::{hf_model, reference, rust_model};
 use next_trajectory::layout::Format;
 use next_trajectory::store::{Kind, Store};
 use serde_json::Value;
 
-fn next(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_next"))
-        .args(args)
-        .output()
-        .expect("run next")
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+use crate::{next, ok};
 
 /// Writes a PEFT run in `layout`, extracts it, and compares every global record with PEFT;
 /// returns (the temp dir, the model dir, the run dir, the store dir).
@@ -441,40 +424,4 @@ fn bad_runs_exit_non_zero_naming_the_cause() {
         assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
         assert!(err.contains(want), "{args:?}: {err}");
     }
-}
-
-#[test]
-fn full_parameter_mode_matches_torch_svd_at_2048_by_8192() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let expected: Value =
-        serde_json::from_str(&reference(&["full-run", "--out", d.to_str().unwrap()])).unwrap();
-    let store_dir = d.join("store");
-    ok(next(&[
-        "extract",
-        "--run",
-        d.join("run").to_str().unwrap(),
-        "--format",
-        "full",
-        "--base",
-        d.join("base").to_str().unwrap(),
-        "--out",
-        store_dir.to_str().unwrap(),
-    ]));
-    let store = Store::open(&store_dir).unwrap();
-    let mut checked = 0;
-    for r in store.records.iter().filter(|r| r.kind == Kind::Global) {
-        let want = expected[r.step.to_string()][&store.index.modules[r.module].name]
-            .as_f64()
-            .unwrap();
-        assert!(
-            (r.sigma[0] - want).abs() <= 1e-4 * want,
-            "{} step {}: σ1 {} vs torch {want}",
-            store.index.modules[r.module].name,
-            r.step,
-            r.sigma[0]
-        );
-        checked += 1;
-    }
-    assert_eq!(checked, 4);
 }

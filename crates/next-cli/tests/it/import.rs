@@ -4,18 +4,13 @@
 //! the same and decodes greedily to the same tokens; bad files fail with a message.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use next_model::testing::reference;
 use next_model::Tokenizer;
 use serde_json::Value;
 
-fn next(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_next"))
-        .args(args)
-        .output()
-        .expect("run next")
-}
+use crate::next;
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()

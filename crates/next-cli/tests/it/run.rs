@@ -2,14 +2,7 @@
 //! refused by name), the loop jumps once and trains to the end, and a second call resumes a
 //! finished run without redoing anything.
 
-use std::process::{Command, Output};
-
-fn next(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_next"))
-        .args(args)
-        .output()
-        .expect("run next")
-}
+use crate::next;
 
 #[test]
 fn run_jumps_once_and_finishes() {
@@ -134,4 +127,25 @@ evals = 3
     assert_eq!(bad.status.code(), Some(1));
     let e = String::from_utf8_lossy(&bad.stderr);
     assert!(e.contains("jumps"), "{e}");
+    // Typed values are refused when the config is read, with the key named.
+    for (set, key) in [
+        ("scheduler.search=random", "scheduler.search"),
+        ("scheduler.predictor=oracle", "scheduler.predictor"),
+        ("model.dtype=f8", "model.dtype"),
+        ("model.device=tpu", "model.device"),
+        ("data.task=add9", "data.task"),
+    ] {
+        let bad = next(&[
+            "run",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--set",
+            set,
+        ]);
+        let e = String::from_utf8_lossy(&bad.stderr);
+        assert_eq!(bad.status.code(), Some(1), "{set}: {e}");
+        assert!(e.contains(&format!("key `{key}`")), "{set}: {e}");
+    }
 }

@@ -2,12 +2,7 @@
 
 use std::process::Command;
 
-fn next(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_next"))
-        .args(args)
-        .output()
-        .expect("run next")
-}
+use crate::next;
 
 const ROWS: &str = r#"{"id": 1, "response": "so \\boxed{\\frac{1}{2}}", "ground_truth": "0.5", "data_source": "openai/gsm8k"}
 {"id": 2, "response": "<answer>3*8</answer>", "ground_truth": {"target": 24, "numbers": [3, 8]}, "data_source": "countdown"}

@@ -2,17 +2,27 @@
 //! and LM head, with optional LoRA on every linear layer and a preallocated KV cache.
 //!
 //! Parameter names are the HF checkpoint keys (`model.layers.0.self_attn.q_proj.weight`), so
-//! loading, saving and PEFT adapter keys map one-to-one onto the structs below.
+//! loading, saving and PEFT adapter keys map one-to-one onto the layers. `layers.rs` is the
+//! architecture, `weights.rs` where weights come from, `adapter.rs` the LoRA adapter of a model.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use tch::{Device, Kind, Tensor};
 
 use crate::config::{kind_name, Config};
 use crate::error::{Error, Result};
-use crate::io::{self, Loaded};
-use crate::lora::Lora;
+use crate::generate::{GenerationConfig, StopTokens};
+use crate::io;
+use crate::tokenizer::Tokenizer;
+
+mod adapter;
+mod layers;
+mod weights;
+
+pub use layers::Linear;
+use layers::{DecoderLayer, Mode, RmsNorm, Rope, PROJECTIONS};
+pub use weights::parameter_shapes;
+use weights::Source;
 
 /// How to place a model when loading it.
 #[derive(Debug, Clone, Copy)]
@@ -31,159 +41,23 @@ impl Default for LoadOptions {
     }
 }
 
-/// A linear layer `y = x W^T + b`, optionally with a LoRA branch.
+/// A decoder-only causal language model (Llama, Qwen2 or Qwen3 layout).
 #[derive(Debug)]
-pub struct Linear {
-    pub weight: Tensor,
-    pub bias: Option<Tensor>,
-    pub lora: Option<Lora>,
-}
-
-/// Switches that change the forward pass without changing the weights.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Mode {
-    pub adapter: bool,
-    pub train: bool,
-}
-
-impl Linear {
-    fn forward(&self, x: &Tensor, mode: Mode) -> Tensor {
-        let y = x.linear(&self.weight, self.bias.as_ref());
-        match &self.lora {
-            Some(lora) if mode.adapter => y + lora.delta(x, mode.train),
-            _ => y,
-        }
-    }
-}
-
-#[derive(Debug)]
-struct RmsNorm {
-    weight: Tensor,
-    eps: f64,
-}
-
-impl RmsNorm {
-    /// Normalises in f32 and casts back before the weight, as transformers does.
-    fn forward(&self, x: &Tensor) -> Tensor {
-        let kind = x.kind();
-        let h = x.to_kind(Kind::Float);
-        let var = h.pow_tensor_scalar(2).mean_dim(-1, true, Kind::Float);
-        let h = h * (var + self.eps).rsqrt();
-        &self.weight * h.to_kind(kind)
-    }
-}
-
-#[derive(Debug)]
-struct Attention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
-    o_proj: Linear,
-    q_norm: Option<RmsNorm>,
-    k_norm: Option<RmsNorm>,
-    n_heads: i64,
-    n_kv_heads: i64,
-    head_dim: i64,
-}
-
-fn rotate_half(x: &Tensor) -> Tensor {
-    let half = x.size()[3] / 2;
-    Tensor::cat(&[-x.narrow(3, half, half), x.narrow(3, 0, half)], 3)
-}
-
-/// Cosine and sine tables for the positions of one forward call, shaped `[B, 1, T, head_dim]`.
-struct Rope {
-    cos: Tensor,
-    sin: Tensor,
-}
-
-impl Rope {
-    fn apply(&self, x: &Tensor) -> Tensor {
-        x * &self.cos + rotate_half(x) * &self.sin
-    }
-}
-
-impl Attention {
-    fn forward(
-        &self,
-        x: &Tensor,
-        rope: &Rope,
-        mask: Option<&Tensor>,
-        cache: Option<(&mut Tensor, &mut Tensor, i64)>,
-        mode: Mode,
-    ) -> Tensor {
-        let (b, t, _) = x.size3().expect("attention input is [B, T, H]");
-        let heads = |y: Tensor, n: i64, norm: &Option<RmsNorm>| {
-            let y = y.view([b, t, n, self.head_dim]);
-            let y = match norm {
-                Some(norm) => norm.forward(&y),
-                None => y,
-            };
-            y.transpose(1, 2)
-        };
-        let q = heads(self.q_proj.forward(x, mode), self.n_heads, &self.q_norm);
-        let k = heads(self.k_proj.forward(x, mode), self.n_kv_heads, &self.k_norm);
-        let v = heads(self.v_proj.forward(x, mode), self.n_kv_heads, &None);
-        let q = rope.apply(&q);
-        let k = rope.apply(&k);
-        let (k, v) = match cache {
-            Some((kc, vc, past)) => {
-                kc.narrow(2, past, t).copy_(&k);
-                vc.narrow(2, past, t).copy_(&v);
-                (kc.narrow(2, 0, past + t), vc.narrow(2, 0, past + t))
-            }
-            None => (k, v),
-        };
-        let groups = self.n_heads / self.n_kv_heads;
-        let (k, v) = if groups > 1 {
-            let expand = |y: Tensor| {
-                let s = y.size();
-                y.unsqueeze(2)
-                    .expand([s[0], s[1], groups, s[2], s[3]], false)
-                    .reshape([s[0], s[1] * groups, s[2], s[3]])
-            };
-            (expand(k), expand(v))
-        } else {
-            (k, v)
-        };
-        let y = Tensor::scaled_dot_product_attention(
-            &q,
-            &k,
-            &v,
-            mask,
-            0.0,
-            mask.is_none(),
-            None,
-            false,
-        );
-        let y = y
-            .transpose(1, 2)
-            .reshape([b, t, self.n_heads * self.head_dim]);
-        self.o_proj.forward(&y, mode)
-    }
-}
-
-#[derive(Debug)]
-struct Mlp {
-    gate_proj: Linear,
-    up_proj: Linear,
-    down_proj: Linear,
-}
-
-impl Mlp {
-    fn forward(&self, x: &Tensor, mode: Mode) -> Tensor {
-        let g = self.gate_proj.forward(x, mode).silu();
-        self.down_proj
-            .forward(&(g * self.up_proj.forward(x, mode)), mode)
-    }
-}
-
-#[derive(Debug)]
-struct DecoderLayer {
-    self_attn: Attention,
-    mlp: Mlp,
-    input_layernorm: RmsNorm,
-    post_attention_layernorm: RmsNorm,
+pub struct Model {
+    pub config: Config,
+    /// `generation_config.json` of the directory the model came from (empty if none).
+    pub generation: GenerationConfig,
+    embed_tokens: Tensor,
+    layers: Vec<DecoderLayer>,
+    norm: RmsNorm,
+    /// `None` when the head is tied to the embeddings.
+    lm_head: Option<Tensor>,
+    inv_freq: Tensor,
+    kind: Kind,
+    device: Device,
+    adapter_enabled: bool,
+    train: bool,
+    lora_config: Option<crate::lora::LoraConfig>,
 }
 
 /// Preallocated keys and values for incremental decoding of one batch.
@@ -207,77 +81,6 @@ impl KvCache {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
-}
-
-/// Where the weights of a model come from; resolves keys and validates shapes and dtypes.
-struct Source {
-    tensors: BTreeMap<String, Loaded>,
-    /// What to name in an error about a tensor that is not there.
-    missing_in: PathBuf,
-    kind: Kind,
-    device: Device,
-}
-
-impl Source {
-    fn get(&self, key: &str, shape: &[i64]) -> Result<Tensor> {
-        let loaded = self.tensors.get(key).ok_or_else(|| Error::MissingTensor {
-            path: self.missing_in.clone(),
-            key: key.to_owned(),
-        })?;
-        let t = &loaded.tensor;
-        if !io::is_float(t.kind()) {
-            return Err(Error::TensorDtype {
-                path: loaded.file.clone(),
-                key: key.to_owned(),
-                dtype: format!("{:?}", t.kind()),
-            });
-        }
-        if t.size() != shape {
-            return Err(Error::TensorShape {
-                path: loaded.file.clone(),
-                key: key.to_owned(),
-                expected: shape.to_vec(),
-                got: t.size(),
-            });
-        }
-        Ok(t.to_kind(self.kind).to_device(self.device))
-    }
-
-    fn linear(&self, prefix: &str, out: i64, inp: i64, bias: bool) -> Result<Linear> {
-        Ok(Linear {
-            weight: self.get(&format!("{prefix}.weight"), &[out, inp])?,
-            bias: if bias {
-                Some(self.get(&format!("{prefix}.bias"), &[out])?)
-            } else {
-                None
-            },
-            lora: None,
-        })
-    }
-
-    fn norm(&self, key: &str, dim: i64, eps: f64) -> Result<RmsNorm> {
-        Ok(RmsNorm {
-            weight: self.get(key, &[dim])?,
-            eps,
-        })
-    }
-}
-
-/// A decoder-only causal language model (Llama, Qwen2 or Qwen3 layout).
-#[derive(Debug)]
-pub struct Model {
-    pub config: Config,
-    embed_tokens: Tensor,
-    layers: Vec<DecoderLayer>,
-    norm: RmsNorm,
-    /// `None` when the head is tied to the embeddings.
-    lm_head: Option<Tensor>,
-    inv_freq: Tensor,
-    kind: Kind,
-    device: Device,
-    adapter_enabled: bool,
-    train: bool,
-    pub(crate) lora_config: Option<crate::lora::LoraConfig>,
 }
 
 /// The `[B, T]` int64 token ids and `[B, T]` attention mask (1 = token, 0 = padding) of a
@@ -310,6 +113,21 @@ impl Batch {
             attention_mask: Tensor::from_slice(&mask).view(shape).to_device(device),
         })
     }
+
+    /// A float mask `[B, T-1]` over next-token positions (as [`Model::token_logprobs`] returns
+    /// them) that is 1 on the last `lens[b]` predicted tokens of each row: the response or
+    /// answer that follows the prompt, which is what a loss is taken over.
+    pub fn suffix_mask(&self, lens: &[usize]) -> Tensor {
+        let device = self.input_ids.device();
+        let w = self.input_ids.size()[1];
+        let pos = Tensor::arange(w - 1, (Kind::Int64, device)).view([1, -1]);
+        let first = Tensor::from_slice(&lens.iter().map(|&l| l as i64).collect::<Vec<_>>())
+            .to_device(device)
+            .view([-1, 1])
+            .neg()
+            + (w - 1);
+        pos.ge_tensor(&first).to_kind(Kind::Float)
+    }
 }
 
 fn check_ids(config: &Config, ids: &Tensor) -> Result<()> {
@@ -327,50 +145,22 @@ fn check_ids(config: &Config, ids: &Tensor) -> Result<()> {
 }
 
 impl Model {
-    /// Loads `config.json` and the safetensors weights (single file or sharded with an index)
-    /// of an HF model directory.
+    /// Loads `config.json`, `generation_config.json` (if any) and the safetensors weights
+    /// (single file or sharded with an index) of an HF model directory.
     pub fn load(dir: &Path, opts: LoadOptions) -> Result<Self> {
         let config = Config::from_file(&dir.join("config.json"))?;
-        let (tensors, missing_in) = read_weights(dir)?;
         let kind = opts.dtype.or(config.dtype).unwrap_or(Kind::Float);
-        let src = Source {
-            tensors,
-            missing_in,
-            kind,
-            device: opts.device,
-        };
-        Self::build(config, &src)
+        let src = Source::checkpoint(dir, kind, opts.device)?;
+        let mut model = Self::build(config, &src)?;
+        model.generation = GenerationConfig::load(dir)?.unwrap_or_default();
+        Ok(model)
     }
 
     /// A randomly initialised model (normal(0, `init_std`) weights, unit norms, zero biases),
     /// deterministic given `seed` on CPU.
     pub fn random(config: Config, seed: u64, init_std: f64, opts: LoadOptions) -> Result<Self> {
         let kind = opts.dtype.or(config.dtype).unwrap_or(Kind::Float);
-        let mut gen = crate::rng::Normal::new(seed);
-        let mut tensors = BTreeMap::new();
-        for (key, shape) in parameter_shapes(&config) {
-            let is_norm = key.ends_with("norm.weight");
-            let t = if is_norm {
-                Tensor::ones(&shape, (Kind::Float, Device::Cpu))
-            } else if key.ends_with(".bias") {
-                Tensor::zeros(&shape, (Kind::Float, Device::Cpu))
-            } else {
-                gen.tensor(&shape, init_std)
-            };
-            tensors.insert(
-                key,
-                Loaded {
-                    tensor: t,
-                    file: PathBuf::from("<random>"),
-                },
-            );
-        }
-        let src = Source {
-            tensors,
-            missing_in: PathBuf::from("<random>"),
-            kind,
-            device: opts.device,
-        };
+        let src = Source::random(&config, seed, init_std, kind, opts.device);
         let mut config = config;
         config.dtype = Some(kind);
         Self::build(config, &src)
@@ -378,71 +168,28 @@ impl Model {
 
     fn build(config: Config, src: &Source) -> Result<Self> {
         let c = &config;
-        let (h, hd) = (c.hidden_size, c.head_dim);
+        let (h, hd, eps) = (c.hidden_size, c.head_dim, c.rms_norm_eps);
         let mut layers = Vec::with_capacity(c.num_hidden_layers as usize);
         for i in 0..c.num_hidden_layers {
             let p = format!("model.layers.{i}");
             let qk_norm = |name: &str| -> Result<Option<RmsNorm>> {
-                if c.qk_norm {
-                    Ok(Some(src.norm(
-                        &format!("{p}.self_attn.{name}.weight"),
-                        hd,
-                        c.rms_norm_eps,
-                    )?))
-                } else {
-                    Ok(None)
-                }
-            };
-            let self_attn = Attention {
-                q_proj: src.linear(
-                    &format!("{p}.self_attn.q_proj"),
-                    c.num_attention_heads * hd,
-                    h,
-                    c.qkv_bias,
-                )?,
-                k_proj: src.linear(
-                    &format!("{p}.self_attn.k_proj"),
-                    c.num_key_value_heads * hd,
-                    h,
-                    c.qkv_bias,
-                )?,
-                v_proj: src.linear(
-                    &format!("{p}.self_attn.v_proj"),
-                    c.num_key_value_heads * hd,
-                    h,
-                    c.qkv_bias,
-                )?,
-                o_proj: src.linear(
-                    &format!("{p}.self_attn.o_proj"),
-                    h,
-                    c.num_attention_heads * hd,
-                    c.o_bias,
-                )?,
-                q_norm: qk_norm("q_norm")?,
-                k_norm: qk_norm("k_norm")?,
-                n_heads: c.num_attention_heads,
-                n_kv_heads: c.num_key_value_heads,
-                head_dim: hd,
-            };
-            let f = c.intermediate_size;
-            let mlp = Mlp {
-                gate_proj: src.linear(&format!("{p}.mlp.gate_proj"), f, h, c.mlp_bias)?,
-                up_proj: src.linear(&format!("{p}.mlp.up_proj"), f, h, c.mlp_bias)?,
-                down_proj: src.linear(&format!("{p}.mlp.down_proj"), h, f, c.mlp_bias)?,
+                c.qk_norm
+                    .then(|| src.norm(&format!("{p}.self_attn.{name}.weight"), hd, eps))
+                    .transpose()
             };
             layers.push(DecoderLayer {
-                self_attn,
-                mlp,
-                input_layernorm: src.norm(
-                    &format!("{p}.input_layernorm.weight"),
-                    h,
-                    c.rms_norm_eps,
-                )?,
+                proj: src.projections(c, &p)?,
+                q_norm: qk_norm("q_norm")?,
+                k_norm: qk_norm("k_norm")?,
+                input_layernorm: src.norm(&format!("{p}.input_layernorm.weight"), h, eps)?,
                 post_attention_layernorm: src.norm(
                     &format!("{p}.post_attention_layernorm.weight"),
                     h,
-                    c.rms_norm_eps,
+                    eps,
                 )?,
+                n_heads: c.num_attention_heads,
+                n_kv_heads: c.num_key_value_heads,
+                head_dim: hd,
             });
         }
         let embed_tokens = src.get("model.embed_tokens.weight", &[c.vocab_size, h])?;
@@ -456,7 +203,7 @@ impl Model {
             / hd as f64;
         let inv_freq = Tensor::pow_scalar(c.rope_theta, &exponent).reciprocal();
         Ok(Model {
-            norm: src.norm("model.norm.weight", h, c.rms_norm_eps)?,
+            norm: src.norm("model.norm.weight", h, eps)?,
             embed_tokens,
             layers,
             lm_head,
@@ -466,6 +213,7 @@ impl Model {
             adapter_enabled: true,
             train: false,
             lora_config: None,
+            generation: GenerationConfig::default(),
             config,
         })
     }
@@ -476,6 +224,12 @@ impl Model {
 
     pub fn kind(&self) -> Kind {
         self.kind
+    }
+
+    /// The tokens that end a response and the one that pads a batch, for this model with
+    /// `tok` (see [`StopTokens`]).
+    pub fn stop_tokens(&self, tok: &Tokenizer) -> StopTokens {
+        StopTokens::resolve(&self.generation, &self.config, tok)
     }
 
     /// Enables or disables the LoRA branches (disabled = the base model, RL's reference policy).
@@ -617,19 +371,7 @@ impl Model {
                 let (k, v) = &mut c.layers[i];
                 (k, v, past)
             });
-            let a = layer.self_attn.forward(
-                &layer.input_layernorm.forward(&x),
-                &rope,
-                attn_mask.as_ref(),
-                kv,
-                mode,
-            );
-            // Out of place: autograd keeps `x` for the norms' backward, so `+=` would corrupt it.
-            x = &x + &a;
-            let m = layer
-                .mlp
-                .forward(&layer.post_attention_layernorm.forward(&x), mode);
-            x = &x + &m;
+            x = layer.forward(&x, &rope, attn_mask.as_ref(), kv, mode);
         }
         if let Some(c) = cache {
             c.len = total;
@@ -640,6 +382,19 @@ impl Model {
     /// Log-probabilities `[B, T-1]` of each next token under `softmax(logits / temperature)`:
     /// entry `(b, i)` scores `input_ids[b, i + 1]` given the tokens up to `i`.
     pub fn token_logprobs(&self, batch: &Batch, temperature: f64) -> Result<Tensor> {
+        Ok(self
+            .token_logprobs_with_entropy(batch, temperature, false)?
+            .0)
+    }
+
+    /// As [`Model::token_logprobs`], and with `entropy` also the entropy `[B, T-1]` of each
+    /// next-token distribution (computed without gradient, for metrics).
+    pub fn token_logprobs_with_entropy(
+        &self,
+        batch: &Batch,
+        temperature: f64,
+        entropy: bool,
+    ) -> Result<(Tensor, Option<Tensor>)> {
         if temperature <= 0.0 {
             return Err(Error::Usage(format!(
                 "temperature must be positive, got {temperature}"
@@ -659,24 +414,16 @@ impl Model {
             .to_device(self.device)
             .narrow(1, 1, t - 1)
             .unsqueeze(-1);
-        Ok(lp.gather(-1, &next, false).squeeze_dim(-1))
+        let ent = entropy
+            .then(|| tch::no_grad(|| -(lp.exp() * &lp).sum_dim_intlist(-1, false, Kind::Float)));
+        Ok((lp.gather(-1, &next, false).squeeze_dim(-1), ent))
     }
 
     /// Every linear layer LoRA can adapt, with its module path (`model.layers.0.mlp.up_proj`).
     pub fn linears(&self) -> Vec<(String, &Linear)> {
         let mut out = Vec::new();
         for (i, l) in self.layers.iter().enumerate() {
-            let a = &l.self_attn;
-            let m = &l.mlp;
-            for (name, lin) in [
-                ("self_attn.q_proj", &a.q_proj),
-                ("self_attn.k_proj", &a.k_proj),
-                ("self_attn.v_proj", &a.v_proj),
-                ("self_attn.o_proj", &a.o_proj),
-                ("mlp.gate_proj", &m.gate_proj),
-                ("mlp.up_proj", &m.up_proj),
-                ("mlp.down_proj", &m.down_proj),
-            ] {
+            for (name, lin) in PROJECTIONS.iter().zip(&l.proj) {
                 out.push((format!("model.layers.{i}.{name}"), lin));
             }
         }
@@ -687,24 +434,16 @@ impl Model {
     pub fn linears_mut(&mut self) -> Vec<(String, &mut Linear)> {
         let mut out = Vec::new();
         for (i, l) in self.layers.iter_mut().enumerate() {
-            let a = &mut l.self_attn;
-            let m = &mut l.mlp;
-            for (name, lin) in [
-                ("self_attn.q_proj", &mut a.q_proj),
-                ("self_attn.k_proj", &mut a.k_proj),
-                ("self_attn.v_proj", &mut a.v_proj),
-                ("self_attn.o_proj", &mut a.o_proj),
-                ("mlp.gate_proj", &mut m.gate_proj),
-                ("mlp.up_proj", &mut m.up_proj),
-                ("mlp.down_proj", &mut m.down_proj),
-            ] {
+            for (name, lin) in PROJECTIONS.iter().zip(&mut l.proj) {
                 out.push((format!("model.layers.{i}.{name}"), lin));
             }
         }
         out
     }
 
-    /// The base weights under their HF checkpoint keys (without a tied `lm_head`).
+    /// The base weights under their HF checkpoint keys (without a tied `lm_head`). The order
+    /// (norms of every layer, then every linear) is the parameter order of pretraining, whose
+    /// gradient-norm sum depends on it: changing it would change the pretrained bases.
     pub fn named_weights(&self) -> Vec<(String, Tensor)> {
         let mut out = vec![(
             "model.embed_tokens.weight".to_string(),
@@ -712,23 +451,18 @@ impl Model {
         )];
         for (i, l) in self.layers.iter().enumerate() {
             let p = format!("model.layers.{i}");
-            out.push((
-                format!("{p}.input_layernorm.weight"),
-                l.input_layernorm.weight.shallow_clone(),
-            ));
-            out.push((
-                format!("{p}.post_attention_layernorm.weight"),
-                l.post_attention_layernorm.weight.shallow_clone(),
-            ));
-            for (key, norm) in [
-                ("q_norm", &l.self_attn.q_norm),
-                ("k_norm", &l.self_attn.k_norm),
-            ] {
+            let norms = [
+                ("input_layernorm", Some(&l.input_layernorm)),
+                (
+                    "post_attention_layernorm",
+                    Some(&l.post_attention_layernorm),
+                ),
+                ("self_attn.q_norm", l.q_norm.as_ref()),
+                ("self_attn.k_norm", l.k_norm.as_ref()),
+            ];
+            for (key, norm) in norms {
                 if let Some(n) = norm {
-                    out.push((
-                        format!("{p}.self_attn.{key}.weight"),
-                        n.weight.shallow_clone(),
-                    ));
+                    out.push((format!("{p}.{key}.weight"), n.weight.shallow_clone()));
                 }
             }
         }
@@ -758,93 +492,6 @@ impl Model {
         }
         raw.insert("dtype".into(), name);
         io::write_safetensors(&dir.join("model.safetensors"), &self.named_weights())?;
-        io::write_json(&dir.join("config.json"), &raw)
+        Ok(next_files::json::write(&dir.join("config.json"), &raw)?)
     }
-}
-
-/// Every parameter key of a config and its shape, in checkpoint order.
-pub fn parameter_shapes(c: &Config) -> Vec<(String, Vec<i64>)> {
-    let (h, hd, f) = (c.hidden_size, c.head_dim, c.intermediate_size);
-    let (q, kv) = (c.num_attention_heads * hd, c.num_key_value_heads * hd);
-    let mut out = vec![(
-        "model.embed_tokens.weight".to_string(),
-        vec![c.vocab_size, h],
-    )];
-    for i in 0..c.num_hidden_layers {
-        let p = format!("model.layers.{i}");
-        let mut lin = |name: &str, o: i64, n: i64, bias: bool| {
-            out.push((format!("{p}.{name}.weight"), vec![o, n]));
-            if bias {
-                out.push((format!("{p}.{name}.bias"), vec![o]));
-            }
-        };
-        lin("self_attn.q_proj", q, h, c.qkv_bias);
-        lin("self_attn.k_proj", kv, h, c.qkv_bias);
-        lin("self_attn.v_proj", kv, h, c.qkv_bias);
-        lin("self_attn.o_proj", h, q, c.o_bias);
-        lin("mlp.gate_proj", f, h, c.mlp_bias);
-        lin("mlp.up_proj", f, h, c.mlp_bias);
-        lin("mlp.down_proj", h, f, c.mlp_bias);
-        out.push((format!("{p}.input_layernorm.weight"), vec![h]));
-        out.push((format!("{p}.post_attention_layernorm.weight"), vec![h]));
-        if c.qk_norm {
-            out.push((format!("{p}.self_attn.q_norm.weight"), vec![hd]));
-            out.push((format!("{p}.self_attn.k_norm.weight"), vec![hd]));
-        }
-    }
-    out.push(("model.norm.weight".to_string(), vec![h]));
-    if !c.tie_word_embeddings {
-        out.push(("lm_head.weight".to_string(), vec![c.vocab_size, h]));
-    }
-    out
-}
-
-/// Reads `model.safetensors`, or every shard named by `model.safetensors.index.json`.
-fn read_weights(dir: &Path) -> Result<(BTreeMap<String, Loaded>, PathBuf)> {
-    let single = dir.join("model.safetensors");
-    let index = dir.join("model.safetensors.index.json");
-    if single.exists() {
-        return Ok((io::read_safetensors(&single)?, single));
-    }
-    if !index.exists() {
-        return Err(Error::MissingFile {
-            path: single,
-            what: "weights (model.safetensors or model.safetensors.index.json)",
-        });
-    }
-    #[derive(serde::Deserialize)]
-    struct Index {
-        weight_map: BTreeMap<String, String>,
-    }
-    let idx: Index = io::read_json(&index)?;
-    let mut shards: Vec<&String> = idx.weight_map.values().collect();
-    shards.sort();
-    shards.dedup();
-    let mut all = BTreeMap::new();
-    for shard in shards {
-        if shard.contains('/') || shard.contains("..") {
-            return Err(Error::invalid(
-                &index,
-                "weight_map",
-                format!("shard name `{shard}` is not a file name"),
-            ));
-        }
-        all.extend(io::read_safetensors(&dir.join(shard))?);
-    }
-    for (key, shard) in &idx.weight_map {
-        match all.get(key) {
-            Some(l)
-                if l.file
-                    .file_name()
-                    .map(|n| n.to_string_lossy() == shard.as_str())
-                    == Some(true) => {}
-            _ => {
-                return Err(Error::MissingTensor {
-                    path: dir.join(shard),
-                    key: key.clone(),
-                })
-            }
-        }
-    }
-    Ok((all, index))
 }

@@ -129,8 +129,9 @@ fn fitted_predictors_round_trip_and_refuse_other_trajectories() {
     let short = Trajectory::from_store(&Store::open(&short_dir).unwrap()).unwrap();
     let mut other = traj.clone();
     other.series[0].module = "base_model.model.model.layers.9.mlp.q_proj".into();
-    for name in next_predictor::PREDICTORS {
-        let mut p = next_predictor::by_name(name, None).unwrap();
+    for kind in next_predictor::PredictorKind::ALL {
+        let name = kind.name();
+        let mut p = kind.build(None);
         p.fit(&traj).unwrap();
         let saved = dir.path().join(format!("fitted-{name}"));
         next_predictor::save_fitted(p.as_ref(), None, &traj, &saved).unwrap();

@@ -5,7 +5,10 @@ use next_predictor::search::{best, run, Search};
 
 /// Runs `search` on `reward(λ)`; returns (chosen λ, evaluations).
 fn check(search: &Search, reward: &dyn Fn(f64) -> f64) -> (f64, usize) {
-    let cands = run(search, &mut |l| Ok((reward(l), 10))).unwrap();
+    let cands = run::<next_predictor::Error>(search, &mut |ls| {
+        Ok(ls.iter().map(|&l| (reward(l), 10)).collect())
+    })
+    .unwrap();
     assert_eq!(cands[0].lambda, 0.0, "the no-jump baseline comes first");
     assert!(cands.iter().all(|c| c.tokens == 10 && c.seconds >= 0.0));
     (best(&cands).unwrap().lambda, cands.len())
@@ -55,6 +58,29 @@ fn no_jump_wins_when_every_jump_hurts() {
 }
 
 #[test]
+fn a_grid_is_scored_in_one_batch_and_golden_section_in_few() {
+    let mut batches = vec![];
+    let peak = |l: f64| 0.9 - (l - 1.3) * (l - 1.3);
+    for search in [
+        Search::default_grid(),
+        Search::Golden {
+            lo: 0.0,
+            hi: 4.0,
+            evals: 6,
+        },
+    ] {
+        let mut sizes = vec![];
+        run::<next_predictor::Error>(&search, &mut |ls| {
+            sizes.push(ls.len());
+            Ok(ls.iter().map(|&l| (peak(l), 1)).collect())
+        })
+        .unwrap();
+        batches.push(sizes);
+    }
+    assert_eq!(batches, vec![vec![9], vec![3, 1, 1, 1, 1]]);
+}
+
+#[test]
 fn bad_searches_are_refused() {
     let cases = [
         (Search::Grid(vec![]), "empty"),
@@ -77,7 +103,9 @@ fn bad_searches_are_refused() {
         ),
     ];
     for (search, want) in cases {
-        let err = run(&search, &mut |_| Ok((0.0, 0))).unwrap_err().to_string();
+        let err = run::<next_predictor::Error>(&search, &mut |ls| Ok(vec![(0.0, 0); ls.len()]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(want), "{search:?}: {err}");
     }
 }

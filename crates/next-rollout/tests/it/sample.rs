@@ -18,8 +18,7 @@ fn groups_seeds_stops_and_verdicts() {
         tokenizer: &tok,
         registry: &registry,
         pool: &pool,
-        eos_token_ids: vec![tok.eos_token_id.unwrap()],
-        pad_token_id: tok.pad_token_id.unwrap(),
+        stop: model.stop_tokens(&tok),
     };
     let prompts: Vec<Prompted> = ["12+3=", "7+8="]
         .iter()

@@ -6,8 +6,10 @@ use std::path::Path;
 
 use std::sync::OnceLock;
 
-use next_scheduler::{run, Engine, InProcess, SchedulerConfig, State};
+use next_predictor::PredictorKind;
+use next_scheduler::{run, Engine, InProcess, SchedulerSection, SearchKind, State};
 use next_trainer::config::TrainConfig;
+use next_trainer::tasks::Task;
 
 /// A tiny base pretrained on 2-digit addition until greedy accuracy is about 0.2 (seconds),
 /// so that RL, jumps and their scores all have something to move.
@@ -16,7 +18,8 @@ fn base() -> &'static Path {
     BASE.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
         let mut p = TrainConfig::default().pretrain;
-        (p.task, p.hidden_size, p.layers, p.intermediate_size) = ("add2".into(), 64, 2, 128);
+        (p.task, p.hidden_size, p.layers, p.intermediate_size) =
+            (Task::Add { digits: 2 }, 64, 2, 128);
         (p.steps, p.batch, p.train_size, p.warmup_steps, p.threads) = (300, 64, 5000, 20, 1);
         next_trainer::pretrain::pretrain(&p, dir.path(), &mut |_| {}).unwrap();
         dir
@@ -30,7 +33,7 @@ fn train_config() -> TrainConfig {
     c.model.threads = 1;
     c.lora.r = 4;
     c.lora.alpha = 8.0;
-    c.data.task = "add2".into();
+    c.data.task = Task::Add { digits: 2 };
     c.data.train_size = 100;
     c.data.val_size = 64;
     c.rollout.n = 4;
@@ -44,15 +47,15 @@ fn train_config() -> TrainConfig {
     c
 }
 
-fn plan() -> SchedulerConfig {
-    SchedulerConfig {
+fn plan() -> SchedulerSection {
+    SchedulerSection {
         segment_steps: 6,
         rounds: 1,
-        predictor: "two-point".into(),
+        predictor: PredictorKind::TwoPoint,
         horizon: 2,
-        search: "grid".into(),
+        search: SearchKind::Grid,
         grid: vec![1.0, 10.0, 50.0],
-        ..SchedulerConfig::default()
+        ..SchedulerSection::default()
     }
 }
 
@@ -197,44 +200,30 @@ fn a_run_interrupted_while_extending_resumes_there() {
 fn bad_plans_are_refused() {
     let cfg = train_config();
     let dir = tempfile::tempdir().unwrap();
-    let cases: Vec<(SchedulerConfig, &str)> = vec![
+    let cases: Vec<(SchedulerSection, &str)> = vec![
         (
-            SchedulerConfig {
+            SchedulerSection {
                 segment_steps: 5,
                 ..plan()
             },
             "multiple of trainer.save_every",
         ),
         (
-            SchedulerConfig {
+            SchedulerSection {
                 horizon: 3,
                 ..plan()
             },
             "scheduler.horizon",
         ),
         (
-            SchedulerConfig {
+            SchedulerSection {
                 rounds: 2,
                 ..plan()
             },
             "leave no steps",
         ),
         (
-            SchedulerConfig {
-                search: "random".into(),
-                ..plan()
-            },
-            "grid, golden or none",
-        ),
-        (
-            SchedulerConfig {
-                predictor: "oracle".into(),
-                ..plan()
-            },
-            "unknown predictor",
-        ),
-        (
-            SchedulerConfig {
+            SchedulerSection {
                 grid: vec![],
                 ..plan()
             },
@@ -267,8 +256,8 @@ fn the_first_step_after_a_jump_behaves() {
     // step samples and scores exactly as the uninterrupted run; the fresh moments change only
     // the update, and nothing spikes afterwards.
     let jumped = tempfile::tempdir().unwrap();
-    let p = SchedulerConfig {
-        search: "none".into(),
+    let p = SchedulerSection {
+        search: SearchKind::None,
         lambda: 0.0,
         ..plan()
     };

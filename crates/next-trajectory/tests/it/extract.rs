@@ -497,3 +497,43 @@ fn lanczos_agrees_with_dense_svd_on_hard_spectra() {
         assert!(((u.transpose() * &m * v)[0] - s[0]).abs() <= 1e-8 * s[0]);
     }
 }
+
+/// Full-parameter mode (Lanczos on dense deltas) against torch.linalg.svd of the same
+/// 2048 x 8192 matrices.
+#[test]
+fn full_parameter_mode_matches_torch_svd_at_2048_by_8192() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let expected: serde_json::Value = serde_json::from_str(&next_testing::reference(&[
+        "full-run",
+        "--out",
+        d.to_str().unwrap(),
+    ]))
+    .unwrap();
+    let store_dir = d.join("store");
+    let input = Input::Run {
+        dir: d.join("run"),
+        format: Some(Format::Full),
+    };
+    let opts = Options {
+        base: Some(d.join("base")),
+        ..Options::default()
+    };
+    extract(&input, &store_dir, &opts, &|_, _| {}).unwrap();
+    let store = Store::open(&store_dir).unwrap();
+    let mut checked = 0;
+    for r in store.records.iter().filter(|r| r.kind == Kind::Global) {
+        let want = expected[r.step.to_string()][&store.index.modules[r.module].name]
+            .as_f64()
+            .unwrap();
+        assert!(
+            (r.sigma[0] - want).abs() <= 1e-4 * want,
+            "{} step {}: σ1 {} vs torch {want}",
+            store.index.modules[r.module].name,
+            r.step,
+            r.sigma[0]
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, 4);
+}

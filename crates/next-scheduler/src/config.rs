@@ -1,0 +1,105 @@
+//! The `[scheduler]` table of `next run` and `next experiment`: how often to jump, with which
+//! predictor, how far ahead, and how λ is chosen. Typed, so a bad value is refused when the
+//! config is read, with the key named.
+
+use next_predictor::search::Search;
+use next_predictor::PredictorKind;
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// How λ is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum SearchKind {
+    /// Every value of `grid`, and λ = 0.
+    Grid,
+    /// Golden-section search in [0, `lambda_max`] with `evals` evaluations, and λ = 0.
+    Golden,
+    /// No search: `lambda` as it is.
+    None,
+}
+
+/// The `[scheduler]` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulerSection {
+    /// Steps trained between jumps.
+    pub segment_steps: usize,
+    /// Jumps (predict-extend rounds); the last segment trains to `trainer.steps`.
+    pub rounds: usize,
+    pub predictor: PredictorKind,
+    /// Steps each jump predicts ahead (also the store's target gap); a multiple of
+    /// `trainer.save_every`.
+    pub horizon: u64,
+    pub search: SearchKind,
+    pub grid: Vec<f64>,
+    pub lambda: f64,
+    pub lambda_max: f64,
+    pub evals: usize,
+    /// Rank-1 terms per jump (the adapter grows by this much each round).
+    pub rank: usize,
+    /// Latest checkpoints the linear fits use (0: all).
+    pub window: usize,
+    /// Continue after a jump with the AdamW moments of the checkpoint jumped from (the
+    /// factors the jump adds start at zero) instead of fresh ones.
+    pub keep_moments: bool,
+}
+
+impl Default for SchedulerSection {
+    fn default() -> Self {
+        Self {
+            segment_steps: 100,
+            rounds: 1,
+            predictor: PredictorKind::LinearRelex,
+            horizon: 50,
+            search: SearchKind::Grid,
+            grid: (1..=8).map(|i| i as f64 * 0.5).collect(),
+            lambda: 1.0,
+            lambda_max: 4.0,
+            evals: 6,
+            rank: 1,
+            window: 0,
+            keep_moments: false,
+        }
+    }
+}
+
+impl SchedulerSection {
+    /// The λ search the config asks for (None: use `lambda` as is).
+    pub fn search(&self) -> Result<Option<Search>> {
+        Ok(match self.search {
+            SearchKind::Grid if self.grid.is_empty() => {
+                return Err(Error::Config("scheduler.grid is empty".into()))
+            }
+            SearchKind::Grid => Some(Search::Grid(self.grid.clone())),
+            SearchKind::Golden => Some(Search::Golden {
+                lo: 0.0,
+                hi: self.lambda_max,
+                evals: self.evals,
+            }),
+            SearchKind::None => None,
+        })
+    }
+
+    /// The linear fits' window (None: every checkpoint).
+    pub fn window(&self) -> Option<usize> {
+        (self.window > 0).then_some(self.window)
+    }
+
+    /// Checks the settings that do not depend on the run's length: the horizon against the
+    /// checkpoint interval, and the search.
+    pub fn check(&self, save_every: usize) -> Result<()> {
+        if self.horizon == 0 || !self.horizon.is_multiple_of(save_every.max(1) as u64) {
+            return Err(Error::Config(format!(
+                "scheduler.horizon ({}) must be a positive multiple of trainer.save_every ({save_every})",
+                self.horizon
+            )));
+        }
+        if self.rank == 0 {
+            return Err(Error::Config("scheduler.rank must be at least 1".into()));
+        }
+        self.search().map(drop)
+    }
+}

@@ -1,0 +1,122 @@
+//! The experiment's plan: its settings checked against each other before anything runs, and
+//! the seeds and arms they give.
+
+use super::{ExperimentSection, CONTROL};
+use crate::{Error, Result, SchedulerSection};
+
+/// The experiment's plan and settings, checked.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub experiment: ExperimentSection,
+    pub scheduler: SchedulerSection,
+    pub steps: usize,
+    pub save_every: usize,
+    pub val_every: usize,
+}
+
+impl Plan {
+    /// Checks that the settings fit together before anything runs.
+    pub fn new(
+        experiment: ExperimentSection,
+        scheduler: SchedulerSection,
+        steps: usize,
+        save_every: usize,
+        val_every: usize,
+    ) -> Result<Self> {
+        let bad = |m: String| Err(Error::Config(m));
+        let e = &experiment;
+        if e.seeds == 0 {
+            return bad("experiment.seeds must be at least 1".into());
+        }
+        if e.jump_at.is_empty() {
+            return bad("experiment.jump_at is empty".into());
+        }
+        if save_every == 0 || val_every == 0 {
+            return bad("trainer.save_every and trainer.val_every must be positive".into());
+        }
+        if !steps.is_multiple_of(val_every) {
+            return bad(format!(
+                "trainer.steps ({steps}) must be a multiple of trainer.val_every ({val_every}) so the baseline ends on a validation"
+            ));
+        }
+        for &k in &e.jump_at {
+            if k == 0 || k >= steps || !k.is_multiple_of(save_every) || !k.is_multiple_of(val_every)
+            {
+                return bad(format!(
+                    "experiment.jump_at has {k}: each must be below trainer.steps ({steps}) and a positive multiple of trainer.save_every ({save_every}) and trainer.val_every ({val_every})"
+                ));
+            }
+            if (scheduler.horizon as usize) > k {
+                return bad(format!(
+                    "scheduler.horizon ({}) is beyond experiment.jump_at {k}: no checkpoint pair that far apart exists before the jump",
+                    scheduler.horizon
+                ));
+            }
+        }
+        scheduler.check(save_every)?;
+        if !(e.lower_target > 0.0 && e.lower_target <= 1.0) {
+            return bad(format!(
+                "experiment.lower_target is {}; expected a fraction in (0, 1]",
+                e.lower_target
+            ));
+        }
+        if !(e.confidence > 0.0 && e.confidence < 1.0) {
+            return bad(format!(
+                "experiment.confidence is {}; expected a level in (0, 1)",
+                e.confidence
+            ));
+        }
+        if e.final_window == 0 || e.final_window * val_every > steps {
+            return bad(format!(
+                "experiment.final_window ({}) must be between 1 and the number of validations",
+                e.final_window
+            ));
+        }
+        if e.rounds == 0 {
+            return bad("experiment.rounds must be at least 1".into());
+        }
+        if e.rounds > 1 {
+            let ev = e.every;
+            if ev < 2 * save_every
+                || (ev as u64) < scheduler.horizon
+                || !ev.is_multiple_of(save_every)
+                || !ev.is_multiple_of(val_every)
+            {
+                return bad(format!(
+                    "experiment.every ({ev}) must be a multiple of trainer.save_every ({save_every}) and trainer.val_every ({val_every}), at least two checkpoints and at least scheduler.horizon ({}) apart",
+                    scheduler.horizon
+                ));
+            }
+            if let Some(k) = e
+                .jump_at
+                .iter()
+                .find(|&&k| k + (e.rounds - 1) * ev >= steps)
+            {
+                return bad(format!(
+                    "experiment.rounds ({}) jumps every {ev} steps from {k} do not fit before trainer.steps ({steps})",
+                    e.rounds
+                ));
+            }
+        }
+        Ok(Self {
+            experiment,
+            scheduler,
+            steps,
+            save_every,
+            val_every,
+        })
+    }
+
+    /// Arms per seed and jump step: the control, then the methods.
+    pub fn arms(&self) -> Vec<String> {
+        std::iter::once(CONTROL.to_string())
+            .chain(self.experiment.methods.iter().map(|m| m.to_string()))
+            .collect()
+    }
+
+    pub fn seeds(&self) -> Vec<u64> {
+        (0..self.experiment.seeds as u64)
+            .map(|i| self.experiment.first_seed + i)
+            .collect()
+    }
+}

@@ -1,0 +1,94 @@
+//! Training runs through the library: failure modes and the checkpoint format.
+
+use std::path::Path;
+
+use next_model::testing::{reference, rust_model};
+use next_trainer::tasks::Task;
+use next_trainer::TrainConfig;
+
+/// A small, fast training config on the fixture model (add2 prompts fit its alphabet).
+fn config(model: &Path) -> TrainConfig {
+    let mut c = TrainConfig::default();
+    c.model.path = model.display().to_string();
+    c.model.threads = 1;
+    (c.lora.r, c.lora.alpha) = (4, 8.0);
+    c.data.task = Task::Add { digits: 2 };
+    (c.data.train_size, c.data.val_size) = (200, 24);
+    (c.rollout.n, c.rollout.max_new_tokens) = (4, 4);
+    let t = &mut c.trainer;
+    (t.steps, t.prompts_per_step, t.micro_batch) = (8, 4, 8);
+    (t.save_every, t.val_every, t.log_every, t.seed) = (2, 3, 1, 3);
+    c
+}
+
+fn train(cfg: &TrainConfig, model: &Path, run: &Path) -> next_trainer::Result<()> {
+    next_trainer::train::train(cfg, run, model, &mut |_| {}).map(drop)
+}
+
+#[test]
+fn nan_loss_stops_with_the_last_good_checkpoint() {
+    let model = rust_model(33);
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let mut cfg = config(model.path());
+    (cfg.optim.lr, cfg.optim.grad_clip) = (1e38, 0.0);
+    cfg.trainer.save_every = 1;
+    let err = train(&cfg, model.path(), &run).unwrap_err().to_string();
+    assert!(
+        err.contains("numerical failure") && err.contains("last good checkpoint"),
+        "{err}"
+    );
+    let latest = next_trainer::checkpoint::latest(&run).unwrap().unwrap();
+    assert!(next_trainer::checkpoint::adapter_dir(&run, latest)
+        .join(next_files::peft::WEIGHTS)
+        .exists());
+}
+
+#[test]
+fn checkpoints_load_in_peft() {
+    let model = rust_model(34);
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let mut cfg = config(model.path());
+    (cfg.trainer.steps, cfg.optim.lr) = (2, 0.02);
+    train(&cfg, model.path(), &run).unwrap();
+    let adapter = next_trainer::checkpoint::adapter_dir(&run, 2);
+    let ref_out = dir.path().join("ref.safetensors");
+    let prompts = "[\"12+34=\", \"5+6=\"]";
+    reference(&[
+        "logits",
+        "--model",
+        model.path().to_str().unwrap(),
+        "--adapter",
+        adapter.to_str().unwrap(),
+        "--prompts",
+        prompts,
+        "--out",
+        ref_out.to_str().unwrap(),
+    ]);
+    let mut t = next_model::io::read_safetensors(&ref_out).unwrap();
+    let (ids, mask, expected) = (
+        t.remove("input_ids").unwrap().tensor,
+        t.remove("attention_mask").unwrap().tensor,
+        t.remove("logits").unwrap().tensor,
+    );
+    let mut ours = next_model::Model::load(model.path(), Default::default()).unwrap();
+    ours.load_adapter(&adapter).unwrap();
+    let got = tch::no_grad(|| {
+        ours.forward(
+            &next_model::Batch {
+                input_ids: ids,
+                attention_mask: mask.shallow_clone(),
+            },
+            None,
+        )
+    })
+    .unwrap();
+    let m = mask.ne(0).unsqueeze(-1).expand_as(&got);
+    let diff = (got - expected)
+        .abs()
+        .masked_select(&m)
+        .max()
+        .double_value(&[]);
+    assert!(diff < 1e-4, "PEFT vs ours on a training checkpoint: {diff}");
+}

@@ -1,0 +1,146 @@
+//! Scoring a stream of JSONL rows `{"response", "ground_truth", ["data_source"], ...}`: each row
+//! judged by a fixed verifier or by the one its `data_source` picks, in chunks through the
+//! pool, and written back in order with `reward`, `correct`, `kind` and `detail` added.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, Write};
+use std::path::Path;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use crate::{Error, Job, Pool, Registry, Result, VerdictKind, Verifier};
+
+/// Rows verified per batch: bounds memory on long inputs while keeping the pool busy.
+const CHUNK: usize = 4096;
+
+/// Which verifier judges a row.
+#[derive(Debug, Clone)]
+pub enum Choice {
+    /// This one for every row.
+    Fixed(Arc<dyn Verifier>),
+    /// The registry's verifier for the row's `data_source`.
+    BySource,
+}
+
+/// What was scored.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Summary {
+    pub rows: usize,
+    pub by_kind: BTreeMap<VerdictKind, usize>,
+    pub reward_sum: f64,
+}
+
+impl Summary {
+    pub fn mean_reward(&self) -> f64 {
+        self.reward_sum / self.rows.max(1) as f64
+    }
+}
+
+fn parse_row(line: &str, name: &Path, lineno: usize) -> Result<Map<String, Value>> {
+    let at = || format!("{}:{lineno}", name.display());
+    let v: Value = serde_json::from_str(line)
+        .map_err(|e| Error::Config(format!("{}: not valid JSON: {e}", at())))?;
+    let Value::Object(row) = v else {
+        return Err(Error::Config(format!("{}: expected a JSON object", at())));
+    };
+    if !row.get("response").is_some_and(Value::is_string) {
+        return Err(Error::Config(format!(
+            "{}: missing string field `response`",
+            at()
+        )));
+    }
+    if !row.contains_key("ground_truth") {
+        return Err(Error::Config(format!(
+            "{}: missing field `ground_truth`",
+            at()
+        )));
+    }
+    Ok(row)
+}
+
+/// Progress of [`score`], for a progress bar.
+#[derive(Debug)]
+pub enum Progress<'a> {
+    /// One more row verified (in any order within a chunk).
+    Verified,
+    /// A chunk was written; the summary so far.
+    Written(&'a Summary),
+}
+
+/// Scores every row of `input` (named `name` in errors, which give its line) and writes them to
+/// `out` in order.
+pub fn score(
+    input: impl BufRead,
+    name: &Path,
+    out: &mut dyn Write,
+    registry: &Registry,
+    choice: &Choice,
+    pool: &Pool,
+    on_progress: &mut dyn FnMut(Progress),
+) -> Result<Summary> {
+    let io = |lineno: usize| {
+        move |source| Error::Io {
+            context: format!("{}:{lineno}", name.display()),
+            source,
+        }
+    };
+    let mut summary = Summary::default();
+    let mut lines = input.lines().enumerate();
+    loop {
+        let mut rows = Vec::new();
+        let mut jobs = Vec::new();
+        for (i, line) in lines.by_ref() {
+            let line = line.map_err(io(i + 1))?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let row = parse_row(&line, name, i + 1)?;
+            let verifier = match choice {
+                Choice::Fixed(v) => v.clone(),
+                Choice::BySource => {
+                    let source =
+                        row.get("data_source")
+                            .and_then(Value::as_str)
+                            .ok_or_else(|| {
+                                Error::Config(format!(
+                            "{}:{}: no `data_source` to pick a verifier (or pass --verifier)",
+                            name.display(),
+                            i + 1
+                        ))
+                            })?;
+                    registry
+                        .for_source(source)
+                        .map_err(|e| Error::Config(format!("{}:{}: {e}", name.display(), i + 1)))?
+                }
+            };
+            jobs.push(Job {
+                verifier,
+                response: row["response"].as_str().unwrap_or_default().to_string(),
+                ground_truth: row["ground_truth"].clone(),
+            });
+            rows.push(row);
+            if rows.len() == CHUNK {
+                break;
+            }
+        }
+        if rows.is_empty() {
+            return Ok(summary);
+        }
+        let verdicts = pool.run(jobs, |_, _| on_progress(Progress::Verified));
+        for (mut row, v) in rows.into_iter().zip(verdicts) {
+            *summary.by_kind.entry(v.kind).or_default() += 1;
+            summary.reward_sum += v.reward;
+            summary.rows += 1;
+            row.insert("reward".into(), v.reward.into());
+            row.insert("correct".into(), v.correct.into());
+            row.insert("kind".into(), v.kind.as_str().into());
+            row.insert("detail".into(), v.detail.into());
+            writeln!(out, "{}", Value::Object(row)).map_err(|source| Error::Io {
+                context: "writing scored rows".into(),
+                source,
+            })?;
+        }
+        on_progress(Progress::Written(&summary));
+    }
+}
