@@ -130,10 +130,10 @@ pub fn run(a: Args) -> Result<()> {
     // RL steps finished in earlier runs, and where the current run started.
     let done = Rc::new(Cell::new(0u64));
     let (start, last) = (Rc::new(Cell::new(0u64)), Rc::new(Cell::new(0u64)));
-    let mut engine = InProcess {
-        cfg: cfg.train.clone(),
+    let mut engine = InProcess::new(
+        cfg.train.clone(),
         base,
-        on_train: Box::new({
+        Box::new({
             let (pb, done, start, last) = (pb.clone(), done.clone(), start.clone(), last.clone());
             move |_, e| match e {
                 next_trainer::train::Event::Start { step, .. } => {
@@ -148,7 +148,7 @@ pub fn run(a: Args) -> Result<()> {
                 _ => {}
             }
         }),
-    };
+    );
     let results = experiment::run(&mut engine, &plan, &a.out, &mut |e| match e {
         Event::Stage { seed, what } => pb.set_message(format!("seed {seed}: {what}")),
         Event::Candidate { lambda, score } => {

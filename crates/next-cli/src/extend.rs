@@ -82,11 +82,8 @@ fn engine(run: Option<&Path>, why: &str) -> Result<InProcess<'static>> {
     // A `next run` or `next experiment` directory's config has more tables; they are not needed.
     let (cfg, _): (TrainConfig, toml::Table) =
         crate::config::load_with(Some(&resolved), &[], &["scheduler", "experiment"])?;
-    Ok(InProcess {
-        base: PathBuf::from(&cfg.model.path),
-        cfg,
-        on_train: Box::new(|_, _| {}),
-    })
+    let base = PathBuf::from(&cfg.model.path);
+    Ok(InProcess::new(cfg, base, Box::new(|_, _| {})))
 }
 
 pub fn run(a: Args) -> Result<()> {

@@ -62,10 +62,10 @@ pub fn run(a: Args) -> Result<()> {
     crate::config::write_resolved(&a.out.join("config.resolved.toml"), &cfg)?;
     let total = cfg.train.trainer.steps;
     let pb = bar(total as u64, "run")?;
-    let mut engine = InProcess {
-        cfg: cfg.train.clone(),
+    let mut engine = InProcess::new(
+        cfg.train.clone(),
         base,
-        on_train: Box::new(|_, e| match e {
+        Box::new(|_, e| match e {
             next_trainer::train::Event::Step { step, .. } => {
                 pb.set_position(step as u64);
                 pb.set_message("");
@@ -75,7 +75,7 @@ pub fn run(a: Args) -> Result<()> {
             }
             _ => {}
         }),
-    };
+    );
     let state = next_scheduler::run(
         &mut engine,
         &cfg.scheduler,

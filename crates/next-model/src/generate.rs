@@ -107,6 +107,9 @@ pub struct Generation {
     pub logprobs: Vec<Vec<f32>>,
     /// Whether each row ended with EOS (rather than reaching `max_new_tokens`).
     pub finished: Vec<bool>,
+    /// Entropy of `softmax(logits / temperature)` at each generated token (empty when greedy):
+    /// the policy's entropy on its own samples, at no extra forward pass.
+    pub entropy: Vec<Vec<f32>>,
 }
 
 impl SamplingParams {
@@ -127,8 +130,13 @@ impl SamplingParams {
     }
 }
 
-/// Chooses the next token of every row: returns `(tokens [B], logprobs [B])`.
-fn choose(logits: &Tensor, p: &SamplingParams, rng: &mut Normal) -> (Tensor, Tensor) {
+/// Chooses the next token of every row: returns `(tokens [B], logprobs [B], entropy [B])`
+/// (no entropy when greedy).
+fn choose(
+    logits: &Tensor,
+    p: &SamplingParams,
+    rng: &mut Normal,
+) -> (Tensor, Tensor, Option<Tensor>) {
     let logits = logits.to_kind(Kind::Float);
     if p.temperature == 0.0 {
         let next = logits.argmax(-1, false);
@@ -136,10 +144,11 @@ fn choose(logits: &Tensor, p: &SamplingParams, rng: &mut Normal) -> (Tensor, Ten
             .log_softmax(-1, Kind::Float)
             .gather(-1, &next.unsqueeze(-1), false)
             .squeeze_dim(-1);
-        return (next, lp);
+        return (next, lp, None);
     }
     let scaled = logits / p.temperature;
     let logp = scaled.log_softmax(-1, Kind::Float);
+    let entropy = -(logp.exp() * &logp).sum_dim_intlist(-1, false, Kind::Float);
     let mut filtered = scaled.shallow_clone();
     let vocab = filtered.size()[1];
     if p.top_k > 0 && (p.top_k as i64) < vocab {
@@ -169,33 +178,55 @@ fn choose(logits: &Tensor, p: &SamplingParams, rng: &mut Normal) -> (Tensor, Ten
         .sum_dim_intlist(-1, false, Kind::Int64)
         .clamp_max(vocab - 1);
     let lp = logp.gather(-1, &next.unsqueeze(-1), false).squeeze_dim(-1);
-    (next, lp)
+    (next, lp, Some(entropy))
 }
 
 /// Decodes continuations of `prompts` (token ids) as one left-padded batch.
 pub fn generate(model: &Model, prompts: &[Vec<i64>], p: &SamplingParams) -> Result<Generation> {
+    generate_with(model, prompts, p, None)
+}
+
+/// As [`generate`], with each prompt's coefficient of the model's jump branches
+/// ([`Model::set_jump`]): candidates that differ only in λ decode together.
+pub fn generate_with(
+    model: &Model,
+    prompts: &[Vec<i64>],
+    p: &SamplingParams,
+    jump_scale: Option<&[f32]>,
+) -> Result<Generation> {
     p.validate()?;
     if let Some(i) = prompts.iter().position(Vec::is_empty) {
         return Err(Error::Usage(format!(
             "prompt {i} is empty: at least one token is needed"
         )));
     }
-    let batch = Batch::left_padded(prompts, p.pad_token_id, model.device())?;
+    let mut batch = Batch::left_padded(prompts, p.pad_token_id, model.device())?;
+    if let Some(scale) = jump_scale {
+        batch = batch.with_jump_scale(scale)?;
+    }
     let b = prompts.len();
     let width = batch.input_ids.size()[1];
     let mut rng = Normal::new(p.seed);
     let mut tokens = vec![Vec::new(); b];
     let mut logprobs = vec![Vec::new(); b];
+    let mut entropy = vec![Vec::new(); b];
     let mut finished = vec![false; b];
     tch::no_grad(|| -> Result<()> {
         let mut cache = model.new_cache(b as i64, width + p.max_new_tokens as i64);
-        let mut logits = model
-            .forward(&batch, Some(&mut cache))?
-            .select(1, width - 1);
+        // Only the last prompt position's logits are needed: project it alone, not the whole
+        // prompt ([B, T, vocab] would be the largest tensor of the step on a real vocabulary).
+        let last = model
+            .hidden_states(&batch, Some(&mut cache))?
+            .narrow(1, width - 1, 1);
+        let mut logits = model.logits(&last).select(1, 0);
         for step in 0..p.max_new_tokens {
-            let (next, lp) = choose(&logits, p, &mut rng);
+            let (next, lp, ent) = choose(&logits, p, &mut rng);
             let next_v = Vec::<i64>::try_from(&next.to_device(tch::Device::Cpu))?;
             let lp_v = Vec::<f32>::try_from(&lp.to_device(tch::Device::Cpu))?;
+            let ent_v = match &ent {
+                Some(e) => Vec::<f32>::try_from(&e.to_device(tch::Device::Cpu))?,
+                None => vec![],
+            };
             let mut feed = Vec::with_capacity(b);
             for i in 0..b {
                 if finished[i] {
@@ -204,6 +235,9 @@ pub fn generate(model: &Model, prompts: &[Vec<i64>], p: &SamplingParams) -> Resu
                 }
                 tokens[i].push(next_v[i]);
                 logprobs[i].push(lp_v[i]);
+                if let Some(e) = ent_v.get(i) {
+                    entropy[i].push(*e);
+                }
                 if p.eos_token_ids.contains(&next_v[i]) {
                     finished[i] = true;
                 }
@@ -217,6 +251,7 @@ pub fn generate(model: &Model, prompts: &[Vec<i64>], p: &SamplingParams) -> Resu
                     .view([b as i64, 1])
                     .to_device(model.device()),
                 attention_mask: Tensor::ones([b as i64, 1], (Kind::Int64, model.device())),
+                jump_scale: batch.jump_scale.as_ref().map(Tensor::shallow_clone),
             };
             logits = model.forward(&step_batch, Some(&mut cache))?.select(1, 0);
         }
@@ -226,5 +261,6 @@ pub fn generate(model: &Model, prompts: &[Vec<i64>], p: &SamplingParams) -> Resu
         tokens,
         logprobs,
         finished,
+        entropy,
     })
 }

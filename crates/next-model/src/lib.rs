@@ -22,9 +22,11 @@ pub mod tokenizer;
 pub use config::{Arch, Config};
 pub use device::{DeviceName, Dtype};
 pub use error::{Error, Result};
-pub use generate::{generate, Generation, GenerationConfig, SamplingParams, StopTokens};
+pub use generate::{
+    generate, generate_with, Generation, GenerationConfig, SamplingParams, StopTokens,
+};
 pub use lora::{LoraConfig, TargetModules};
-pub use model::{Batch, KvCache, LoadOptions, Model};
+pub use model::{Batch, JumpTerms, KvCache, LoadOptions, Model, RankOneTerms};
 pub use tch::{Device, Kind, Tensor};
 pub use tokenizer::{ChatMessage, Tokenizer};
 

@@ -35,6 +35,40 @@ impl Lora {
             .to_kind(kind)
     }
 
+    /// `s · B' (h ⊙ [1, λ_b]) ` with `A' = [A; V]`, `B' = [B, U / s]` and `h = A' x`: the adapter
+    /// extended by a jump `U V` exactly as the rank-(r+k) adapter of `next-predictor`'s
+    /// extension writes it, with each row's λ_b applied to the jump's k components. One branch
+    /// for both, so a candidate costs what the adapter costs.
+    pub(crate) fn delta_with_jump(
+        &self,
+        x: &Tensor,
+        train: bool,
+        u: &Tensor,
+        v: &Tensor,
+        scale: &Tensor,
+    ) -> Tensor {
+        let kind = x.kind();
+        let h = x.to_kind(Kind::Float);
+        let h = if train && self.dropout > 0.0 {
+            h.dropout(self.dropout, true)
+        } else {
+            h
+        };
+        let (r, k) = (self.a.size()[0], v.size()[0]);
+        let a = Tensor::cat(&[&self.a, v], 0);
+        let b = Tensor::cat(&[&self.b, &(u / self.scaling)], 1);
+        let rows = scale.size()[0];
+        let per_row = Tensor::cat(
+            &[
+                Tensor::ones([rows, 1, r], (Kind::Float, scale.device())),
+                scale.view([rows, 1, 1]).expand([rows, 1, k], false),
+            ],
+            2,
+        );
+        ((h.linear(&a, None::<&Tensor>) * per_row).linear(&b, None::<&Tensor>) * self.scaling)
+            .to_kind(kind)
+    }
+
     /// The dense update `s · B A` (`[out, in]`, f32).
     pub fn merged_delta(&self) -> Tensor {
         self.b.matmul(&self.a) * self.scaling

@@ -11,11 +11,31 @@
 use std::collections::BTreeMap;
 
 use nalgebra::DVector;
+use rayon::prelude::*;
 use serde_json::json;
 use tch::nn::{self, Module, OptimizerConfig};
 
 /// Held while seeding libtorch's global generator and drawing a network's initial weights.
 static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+/// Held by a fit while it runs libtorch single-threaded.
+static FIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// libtorch's intra-op threads set to 1 while it lives, then back to what they were.
+struct OneThread(i32);
+
+impl OneThread {
+    fn new() -> Self {
+        let was = tch::get_num_threads();
+        tch::set_num_threads(1);
+        OneThread(was)
+    }
+}
+
+impl Drop for OneThread {
+    fn drop(&mut self) {
+        tch::set_num_threads(self.0);
+    }
+}
 use tch::{Device, Kind, Tensor};
 
 use crate::{Error, Prediction, Result, Series, Trajectory, TrajectoryPredictor};
@@ -143,6 +163,61 @@ fn rows(x: &[Vec<f32>]) -> Tensor {
     Tensor::from_slice(&flat).view([x.len() as i64, d])
 }
 
+/// The training settings of one group's network (copied into each training thread).
+#[derive(Debug, Clone, Copy)]
+struct Training {
+    epochs: usize,
+    lr: f64,
+    lr_min: f64,
+    seed: u64,
+}
+
+impl Training {
+    /// Trains the network of the length-`d` group on its samples.
+    fn group(self, d: usize, samples: &[Sample]) -> Result<Group> {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let net = {
+            // libtorch's generator is process-wide: two fits initialising at once (tests
+            // run in threads) would interleave their draws and break "same seed, same fit".
+            let _only = INIT.lock().unwrap_or_else(|e| e.into_inner());
+            tch::manual_seed(self.seed as i64 ^ d as i64);
+            MatrixPredict::new(&vs.root(), d as i64)
+        };
+        let g = rows(&samples.iter().map(|s| s.0.clone()).collect::<Vec<_>>());
+        let l = rows(&samples.iter().map(|s| s.1.clone()).collect::<Vec<_>>());
+        let y = rows(&samples.iter().map(|s| s.2.clone()).collect::<Vec<_>>());
+        let mut opt = nn::AdamW::default().build(&vs, self.lr)?;
+        let (mut first, mut last) = (f64::NAN, f64::NAN);
+        for epoch in 0..self.epochs {
+            let progress = epoch as f64 / self.epochs.max(1) as f64;
+            let lr = self.lr_min
+                + 0.5 * (self.lr - self.lr_min) * (1.0 + (std::f64::consts::PI * progress).cos());
+            opt.set_lr(lr);
+            let loss = (net.forward(&g, &l) - &y).abs().sum(Kind::Float);
+            opt.backward_step(&loss);
+            // Read back only the first and the last loss: no host round trip per epoch.
+            if epoch == 0 {
+                first = loss.double_value(&[]);
+            }
+            if epoch + 1 == self.epochs {
+                last = loss.double_value(&[]);
+            }
+        }
+        if !(first.is_finite() && last.is_finite()) {
+            return Err(Error::Invalid(format!(
+                "next-reference: the loss of the length-{d} group went from {first} to {last}"
+            )));
+        }
+        Ok(Group {
+            vs,
+            net,
+            first_loss: first,
+            last_loss: last,
+            samples: samples.len(),
+        })
+    }
+}
+
 impl TrajectoryPredictor for NextReference {
     fn name(&self) -> &'static str {
         "next-reference"
@@ -173,51 +248,26 @@ impl TrajectoryPredictor for NextReference {
             ));
         }
         self.groups.clear();
-        for (d, samples) in groups {
-            let vs = nn::VarStore::new(Device::Cpu);
-            let net = {
-                // libtorch's generator is process-wide: two fits initialising at once (tests
-                // run in threads) would interleave their draws and break "same seed, same fit".
-                let _only = INIT.lock().unwrap_or_else(|e| e.into_inner());
-                tch::manual_seed(self.seed as i64 ^ d as i64);
-                MatrixPredict::new(&vs.root(), d as i64)
-            };
-            let g = rows(&samples.iter().map(|s| s.0.clone()).collect::<Vec<_>>());
-            let l = rows(&samples.iter().map(|s| s.1.clone()).collect::<Vec<_>>());
-            let y = rows(&samples.iter().map(|s| s.2.clone()).collect::<Vec<_>>());
-            let mut opt = nn::AdamW::default().build(&vs, self.lr)?;
-            let (mut first, mut last) = (f64::NAN, f64::NAN);
-            for epoch in 0..self.epochs {
-                let progress = epoch as f64 / self.epochs.max(1) as f64;
-                let lr = self.lr_min
-                    + 0.5
-                        * (self.lr - self.lr_min)
-                        * (1.0 + (std::f64::consts::PI * progress).cos());
-                opt.set_lr(lr);
-                let loss = (net.forward(&g, &l) - &y).abs().sum(Kind::Float);
-                opt.backward_step(&loss);
-                let v = loss.double_value(&[]);
-                if !v.is_finite() {
-                    return Err(Error::Invalid(format!(
-                        "next-reference: the loss of the length-{d} group became {v} at epoch {epoch}"
-                    )));
-                }
-                if epoch == 0 {
-                    first = v;
-                }
-                last = v;
-            }
-            self.groups.insert(
-                d,
-                Group {
-                    vs,
-                    net,
-                    first_loss: first,
-                    last_loss: last,
-                    samples: samples.len(),
-                },
-            );
-        }
+        // The groups are independent networks: trained side by side, one thread each.
+        let training = Training {
+            epochs: self.epochs,
+            lr: self.lr,
+            lr_min: self.lr_min,
+            seed: self.seed,
+        };
+        // Each network's steps are small and memory-bound (AdamW over ~1M parameters a step):
+        // one libtorch thread per network, the networks on the cores side by side, beats every
+        // network using every core in turn. The thread count is process-wide, so fits in
+        // parallel (tests) take turns, and it is restored even on a panic.
+        let fitted: Vec<(usize, Group)> = {
+            let _turn = FIT.lock().unwrap_or_else(|e| e.into_inner());
+            let _one = OneThread::new();
+            groups
+                .into_par_iter()
+                .map(|(d, samples)| Ok((d, training.group(d, &samples)?)))
+                .collect::<Result<_>>()?
+        };
+        self.groups.extend(fitted);
         Ok(())
     }
 

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use next_model::{generate, Model, SamplingParams, StopTokens, Tokenizer};
+use next_model::{generate_with, Model, SamplingParams, StopTokens, Tokenizer};
 use next_verifiers::{Job, Pool, Registry, Verdict};
 use serde_json::Value;
 
@@ -55,6 +55,8 @@ pub struct Sample {
     pub response_ids: Vec<i64>,
     /// Behaviour log-probabilities of `response_ids` under the sampling temperature.
     pub logprobs: Vec<f32>,
+    /// Entropy of the sampling distribution at each response token (empty when greedy).
+    pub entropy: Vec<f32>,
     pub text: String,
     /// Ended with EOS or a stop string (not cut by `max_new_tokens`).
     pub finished: bool,
@@ -117,6 +119,18 @@ impl Sampler<'_> {
     /// Samples `cfg.n` responses for every prompt (deterministic given `seed` on CPU) and
     /// judges them all.
     pub fn sample(&self, prompts: &[Prompted], cfg: &SamplingConfig, seed: u64) -> Result<Rollout> {
+        self.sample_with(prompts, cfg, seed, None)
+    }
+
+    /// As [`Sampler::sample`], each prompt with its coefficient of the model's jump branches
+    /// (`jump_scale[i]` for prompt i; see `next_model::Model::set_jump`).
+    pub fn sample_with(
+        &self,
+        prompts: &[Prompted],
+        cfg: &SamplingConfig,
+        seed: u64,
+        jump_scale: Option<&[f32]>,
+    ) -> Result<Rollout> {
         let start = std::time::Instant::now();
         let seqs: Vec<(usize, &Vec<i64>)> = prompts
             .iter()
@@ -137,13 +151,20 @@ impl Sampler<'_> {
                 pad_token_id: self.stop.pad,
             };
             let batch: Vec<Vec<i64>> = chunk.iter().map(|(_, ids)| (*ids).clone()).collect();
-            let g = generate(self.model, &batch, &params)?;
-            for (((&(prompt, _), mut ids), mut lps), mut finished) in
-                chunk.iter().zip(g.tokens).zip(g.logprobs).zip(g.finished)
+            let scales: Option<Vec<f32>> =
+                jump_scale.map(|s| chunk.iter().map(|&(p, _)| s[p]).collect());
+            let g = generate_with(self.model, &batch, &params, scales.as_deref())?;
+            for ((((&(prompt, _), mut ids), mut lps), mut ents), mut finished) in chunk
+                .iter()
+                .zip(g.tokens)
+                .zip(g.logprobs)
+                .zip(g.entropy)
+                .zip(g.finished)
             {
                 if let Some(k) = cut_at_stop(self.tokenizer, &ids, &cfg.stop)? {
                     ids.truncate(k);
                     lps.truncate(k);
+                    ents.truncate(k);
                     finished = true;
                 }
                 let text = self.tokenizer.decode(&ids, true)?;
@@ -151,6 +172,7 @@ impl Sampler<'_> {
                     prompt,
                     response_ids: ids,
                     logprobs: lps,
+                    entropy: ents,
                     text,
                     finished,
                     verdict: Verdict::error("not verified"),
@@ -186,6 +208,44 @@ impl Sampler<'_> {
         seed: u64,
     ) -> Result<Validation> {
         let samples = self.sample(prompts, cfg, seed)?.samples;
+        Ok(Validation::of(prompts, samples))
+    }
+
+    /// One validation per λ of `lambdas`, all decoded together: the prompts repeated once per
+    /// λ, each copy with its own coefficient of the model's jump branches. Equal to validating
+    /// the adapter plus λ times the jump, one λ at a time.
+    pub fn validate_jumps(
+        &self,
+        prompts: &[Prompted],
+        cfg: &SamplingConfig,
+        lambdas: &[f64],
+    ) -> Result<Vec<Validation>> {
+        let all: Vec<Prompted> = lambdas
+            .iter()
+            .flat_map(|_| prompts.iter().cloned())
+            .collect();
+        let scales: Vec<f32> = lambdas
+            .iter()
+            .flat_map(|&l| std::iter::repeat_n(l as f32, prompts.len()))
+            .collect();
+        let mut samples = self.sample_with(&all, cfg, 0, Some(&scales))?.samples;
+        let per = prompts.len() * cfg.n;
+        let mut out = Vec::with_capacity(lambdas.len());
+        for _ in lambdas {
+            let rest = samples.split_off(per.min(samples.len()));
+            let mut mine = std::mem::replace(&mut samples, rest);
+            for s in &mut mine {
+                s.prompt %= prompts.len();
+            }
+            out.push(Validation::of(prompts, mine));
+        }
+        Ok(out)
+    }
+}
+
+impl Validation {
+    /// The means of judged `samples` of `prompts`, per data source and overall.
+    fn of(prompts: &[Prompted], samples: Vec<Sample>) -> Self {
         let mut sums: BTreeMap<String, (f64, usize)> = BTreeMap::new();
         for s in &samples {
             let e = sums
@@ -195,13 +255,28 @@ impl Sampler<'_> {
             e.1 += 1;
         }
         let total: f64 = samples.iter().map(|s| s.verdict.reward).sum();
-        Ok(Validation {
+        Validation {
             mean_by_source: sums
                 .into_iter()
                 .map(|(k, (s, n))| (k, s / n as f64))
                 .collect(),
             mean: total / samples.len().max(1) as f64,
             samples,
-        })
+        }
+    }
+
+    /// The greedy validation score the trainer reports: the mean over data sources of each
+    /// source's mean reward.
+    pub fn score(&self) -> f64 {
+        let means: Vec<f64> = self.mean_by_source.values().copied().collect();
+        means.iter().sum::<f64>() / means.len().max(1) as f64
+    }
+
+    /// Tokens generated.
+    pub fn tokens(&self) -> u64 {
+        self.samples
+            .iter()
+            .map(|s| s.response_ids.len() as u64)
+            .sum()
     }
 }

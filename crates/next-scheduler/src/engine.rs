@@ -3,21 +3,42 @@
 
 use std::path::{Path, PathBuf};
 
+use next_predictor::Prediction;
 use next_trainer::checkpoint;
 use next_trainer::config::TrainConfig;
-use next_trainer::train::{self, Event};
+use next_trainer::train::{self, Event, Scorer};
 
 use crate::{Engine, Result};
 
 /// A callback for training progress: the segment's run directory and the trainer's event.
 pub type TrainProgress<'a> = Box<dyn FnMut(&Path, Event) + 'a>;
 
-/// This project's trainer behind the [`Engine`] seam.
+/// This project's trainer behind the [`Engine`] seam. Scoring keeps the base model and the
+/// validation set loaded between calls, and scores every λ of a search in one pass.
 pub struct InProcess<'a> {
     pub cfg: TrainConfig,
     pub base: PathBuf,
     /// Training progress (steps, validations, checkpoints) of every segment.
     pub on_train: TrainProgress<'a>,
+    scorer: Option<Scorer>,
+}
+
+impl<'a> InProcess<'a> {
+    pub fn new(cfg: TrainConfig, base: PathBuf, on_train: TrainProgress<'a>) -> Self {
+        InProcess {
+            cfg,
+            base,
+            on_train,
+            scorer: None,
+        }
+    }
+
+    fn scorer(&mut self) -> Result<&mut Scorer> {
+        if self.scorer.is_none() {
+            self.scorer = Some(Scorer::new(&self.cfg, &self.base)?);
+        }
+        Ok(self.scorer.as_mut().expect("just made"))
+    }
 }
 
 impl std::fmt::Debug for InProcess<'_> {
@@ -38,7 +59,32 @@ impl Engine for InProcess<'_> {
     }
 
     fn score(&mut self, adapter: &Path) -> Result<(f64, u64)> {
-        Ok(train::evaluate(&self.cfg, &self.base, &[Some(adapter)])?[0])
+        Ok(self.scorer()?.score(Some(adapter))?)
+    }
+
+    fn score_jumps(
+        &mut self,
+        adapter: &Path,
+        predictions: &[Prediction],
+        rank: usize,
+        lambdas: &[f64],
+    ) -> Result<Vec<(f64, u64)>> {
+        let terms: Vec<_> = predictions
+            .iter()
+            .map(|p| {
+                let module = p
+                    .module
+                    .strip_prefix(next_files::peft::PREFIX)
+                    .unwrap_or(&p.module)
+                    .to_string();
+                let terms = p.terms[..p.terms.len().min(rank)]
+                    .iter()
+                    .map(|(s, u, v)| (*s, u.as_slice().to_vec(), v.as_slice().to_vec()))
+                    .collect();
+                (module, terms)
+            })
+            .collect();
+        Ok(self.scorer()?.score_jumps(adapter, &terms, lambdas)?)
     }
 
     fn start_from(

@@ -320,6 +320,13 @@ pub struct TrainerSection {
     /// Stop after this step (0: at `steps`); the learning-rate schedule still spans `steps`.
     /// The predict-extend scheduler trains a run in segments this way.
     pub stop_at: usize,
+    /// Leave sequences whose advantage is zero out of the update's forward and backward (they
+    /// add nothing to the gradient; exact, and off by itself with a KL term or several
+    /// passes).
+    pub skip_zero_advantage: bool,
+    /// Response tokens per chunk of the vocabulary projection in the update (0: about 16M
+    /// logits at a time), which bounds its memory.
+    pub head_chunk: usize,
 }
 
 impl Default for TrainerSection {
@@ -333,6 +340,8 @@ impl Default for TrainerSection {
             val_every: 10,
             log_every: 10,
             stop_at: 0,
+            skip_zero_advantage: true,
+            head_chunk: 0,
         }
     }
 }

@@ -15,6 +15,8 @@ pub mod metrics;
 pub mod optim;
 pub mod pretrain;
 pub mod tasks;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod train;
 
 pub use config::TrainConfig;

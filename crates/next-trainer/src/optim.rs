@@ -42,10 +42,12 @@ impl AdamW {
                 .zip(&mut self.exp_avg_sq)
             {
                 let mut p = p.shallow_clone();
-                let g = p.grad();
-                if !g.defined() {
-                    continue;
-                }
+                // No gradient (a step whose every sequence was skipped) is a zero gradient: the
+                // moments still move the weights, as torch's AdamW does after zero_grad.
+                let g = match p.grad() {
+                    g if g.defined() => g,
+                    _ => Tensor::zeros_like(&p),
+                };
                 if self.weight_decay != 0.0 {
                     let _ = p.f_mul_scalar_(1.0 - lr * self.weight_decay);
                 }
@@ -57,8 +59,10 @@ impl AdamW {
                     .and_then(|mut v| v.f_add_(&(g.square() * (1.0 - b2))));
                 let denom = v.sqrt() / bc2.sqrt() + self.eps;
                 let _ = p.f_sub_(&(&*m / denom * (lr / bc1)));
-                let mut g = g;
-                let _ = g.zero_();
+                let mut g = p.grad();
+                if g.defined() {
+                    let _ = g.zero_();
+                }
             }
         });
     }

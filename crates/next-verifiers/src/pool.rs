@@ -54,30 +54,46 @@ impl Pool {
 
     /// Verifies every job; `on_done(index, verdict)` is called as each finishes (for progress
     /// bars and streaming output). Returns the verdicts in input order.
+    ///
+    /// Jobs go to the workers in runs of consecutive jobs, about eight runs per worker: a task
+    /// per job costs more than checking a short math answer, while eight runs per worker still
+    /// spread slow jobs (code in the sandbox) evenly.
     pub fn run(&self, jobs: Vec<Job>, mut on_done: impl FnMut(usize, &Verdict)) -> Vec<Verdict> {
         let n = jobs.len();
+        let per_run = n.div_ceil(self.workers * 8).max(1);
         let sem = Arc::new(Semaphore::new(self.workers));
         let mut out: Vec<Option<Verdict>> = vec![None; n];
+        let mut jobs = jobs.into_iter().enumerate().peekable();
         self.runtime.block_on(async {
             let mut set = tokio::task::JoinSet::new();
-            for (i, job) in jobs.into_iter().enumerate() {
+            while jobs.peek().is_some() {
+                let run: Vec<(usize, Job)> = jobs.by_ref().take(per_run).collect();
                 let sem = sem.clone();
+                let first = run[0].0;
+                let len = run.len();
                 set.spawn(async move {
                     let _permit = sem
                         .acquire_owned()
                         .await
                         .expect("semaphore is never closed");
-                    let verdict = tokio::task::spawn_blocking(move || {
-                        job.verifier.verify(&job.response, &job.ground_truth)
+                    tokio::task::spawn_blocking(move || {
+                        run.into_iter()
+                            .map(|(i, job)| {
+                                (i, job.verifier.verify(&job.response, &job.ground_truth))
+                            })
+                            .collect::<Vec<_>>()
                     })
                     .await
-                    .unwrap_or_else(|e| Verdict::error(format!("verifier task failed: {e}")));
-                    (i, verdict)
+                    .unwrap_or_else(|e| {
+                        (first..first + len)
+                            .map(|i| (i, Verdict::error(format!("verifier task failed: {e}"))))
+                            .collect()
+                    })
                 });
             }
             while let Some(res) = set.join_next().await {
                 // A join error can only be a panic in our own task wrapper; keep it per row.
-                if let Ok((i, v)) = res {
+                for (i, v) in res.into_iter().flatten() {
                     on_done(i, &v);
                     out[i] = Some(v);
                 }

@@ -1,5 +1,6 @@
-//! `cargo xtask bench model|verifiers|train|extract`: ours against the Python reference on the
-//! same work, measured in the same run; prints the ratios.
+//! `cargo xtask bench model|verifiers|train|extract|jump|smollm2`: ours against the Python
+//! reference (or against the slow path) on the same work, measured in the same run; prints the
+//! ratios.
 
 mod extract;
 
@@ -22,10 +23,12 @@ pub fn run(args: &[String]) -> Result<()> {
         Some("verifiers") => verifiers(),
         Some("train") => train(),
         Some("extract") => extract::run(),
-        Some(other) => {
-            bail!("unknown benchmark `{other}` (available: model, verifiers, train, extract)")
-        }
-        None => bail!("usage: cargo xtask bench model|verifiers|train|extract"),
+        Some("jump") => jump(),
+        Some("smollm2") => smollm2(),
+        Some(other) => bail!(
+            "unknown benchmark `{other}` (available: model, verifiers, train, extract, jump, smollm2)"
+        ),
+        None => bail!("usage: cargo xtask bench model|verifiers|train|extract|jump|smollm2"),
     }
 }
 
@@ -272,5 +275,174 @@ fn train() -> Result<()> {
         "ours is {:.1}x faster per step",
         f(&b["step_s"]) / mean("timing_s/step")
     );
+    // The plateau: most groups flat, their sequences skipped by the update. Trained there
+    // (untimed), then 12 steps measured.
+    let late = dir.join("train-ours-plateau");
+    let _ = fs::remove_dir_all(&late);
+    let plateau = 150;
+    let mut args = vec!["train", "--out", late.to_str().unwrap()];
+    let steps_set = format!("trainer.steps={}", plateau + steps);
+    for s in sets.iter().filter(|s| !s.starts_with("trainer.steps=")) {
+        args.extend(["--set", s.as_str()]);
+    }
+    args.extend(["--set", steps_set.as_str()]);
+    next(&args)?;
+    let text = fs::read_to_string(late.join("metrics.jsonl"))?;
+    let rows: Vec<Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|v: &Value| v["step"].as_u64().is_some_and(|s| s > plateau))
+        .collect();
+    let late_mean = |k: &str| {
+        rows.iter()
+            .filter_map(|r| r["data"][k].as_f64())
+            .sum::<f64>()
+            / rows.len().max(1) as f64
+    };
+    println!(
+        "plateau (steps {}-{}): ours {:.3} s/step (gen {:.3}, update {:.3}); flat groups {:.0}%, sequences skipped by the update {:.0}%; {:.1}x TRL's early-phase step",
+        plateau + 1,
+        plateau + steps,
+        late_mean("timing_s/step"),
+        late_mean("timing_s/gen"),
+        late_mean("timing_s/update"),
+        100.0 * late_mean("batch/zero_variance_group_frac"),
+        100.0 * late_mean("batch/skipped_seq_frac"),
+        f(&b["step_s"]) / late_mean("timing_s/step")
+    );
+    Ok(())
+}
+
+/// What a jump costs against the RL step and one validation pass, on the embedded default.
+fn jump() -> Result<()> {
+    let root = root();
+    let dir = root.join("target/bench");
+    fs::create_dir_all(&dir)?;
+    let base = root.join("runs/base-add3");
+    util::cargo(&[
+        "run",
+        "--release",
+        "--quiet",
+        "-p",
+        "next-cli",
+        "--",
+        "pretrain",
+        "--out",
+        base.to_str().unwrap(),
+    ])?;
+    let out = dir.join("jump.json");
+    util::cargo(&[
+        "bench",
+        "-p",
+        "next-scheduler",
+        "--bench",
+        "jump",
+        "--",
+        "--base",
+        base.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ])?;
+    let j = read_json(&out)?;
+    let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    let step = f(&j["rl_step_s"]);
+    println!(
+        "jump at K = {} on the embedded default ({} threads): RL step {:.3} s, one validation pass ({} problems) {:.3} s, extraction {:.3} s",
+        j["k"], j["threads"], step, j["problems"], f(&j["validation_s"]), f(&j["extract_s"])
+    );
+    println!(
+        "{:<16} {:>10} {:>16}",
+        "predictor", "fit s", "extract+fit (steps)"
+    );
+    for p in j["predictors"].as_array().into_iter().flatten() {
+        println!(
+            "{:<16} {:>10.4} {:>16.2}",
+            p["predictor"].as_str().unwrap_or("?"),
+            f(&p["fit_s"]),
+            f(&p["jump_steps"])
+        );
+    }
+    println!(
+        "{:<44} {:>9} {:>12} {:>10}",
+        "λ search, 7 candidates", "seconds", "validations", "RL steps"
+    );
+    for s in j["searches"].as_array().into_iter().flatten() {
+        println!(
+            "{:<44} {:>9.3} {:>12.2} {:>10.1}",
+            s["what"].as_str().unwrap_or("?"),
+            f(&s["seconds"]),
+            f(&s["seconds"]) / f(&j["validation_s"]),
+            f(&s["seconds"]) / step
+        );
+    }
+    println!("results: {}", out.display());
+    Ok(())
+}
+
+/// One SmolLM2-135M training step (configs/smollm2-gsm.toml): peak memory and step time with
+/// the config's settings (one sequence per micro-batch, the vocabulary projection in chunks)
+/// against 8 sequences per micro-batch with one chunk for every response token.
+fn smollm2() -> Result<()> {
+    crate::smollm2::run()?;
+    crate::smollm2::data()?;
+    let root = root();
+    let dir = root.join("target/bench/smollm2");
+    fs::create_dir_all(&dir)?;
+    let bin = root.join("target/release/next");
+    util::cargo(&["build", "--release", "--quiet", "-p", "next-cli"])?;
+    let mut rows = vec![];
+    for (what, chunk, micro) in [
+        ("config (mb 1, chunked)", "0", "1"),
+        ("mb 8, one chunk", "1000000", "8"),
+    ] {
+        let run = dir.join(format!("mb-{micro}-chunk-{chunk}"));
+        let _ = fs::remove_dir_all(&run);
+        // Two steps (the first warms up); the update runs on every sequence so it is measured
+        // even when every group is flat (SmolLM2 rarely solves these problems).
+        util::run(Command::new(&bin).current_dir(&root).args([
+            "train",
+            "--config",
+            "configs/smollm2-gsm.toml",
+            "--out",
+            run.to_str().unwrap(),
+            "--set",
+            "trainer.steps=2",
+            "--set",
+            "trainer.val_every=1000",
+            "--set",
+            "data.val_size=1",
+            "--set",
+            "trainer.save_every=1000",
+            "--set",
+            "trainer.skip_zero_advantage=false",
+            "--set",
+            &format!("trainer.head_chunk={chunk}"),
+            "--set",
+            &format!("trainer.micro_batch={micro}"),
+        ]))?;
+        let text = fs::read_to_string(run.join("metrics.jsonl"))?;
+        let last: Value = text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .next_back()
+            .context("no metrics")?;
+        rows.push((what, last["data"].clone()));
+    }
+    println!("SmolLM2-135M training step (4 prompts x 4 samples, up to 256 new tokens, LoRA r=16)");
+    println!(
+        "{:<24} {:>12} {:>10} {:>10} {:>10}",
+        "update", "peak RSS GB", "step s", "gen s", "update s"
+    );
+    let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+    for (what, d) in &rows {
+        println!(
+            "{:<24} {:>12.2} {:>10.1} {:>10.1} {:>10.1}",
+            what,
+            f(d, "perf/max_rss_gb"),
+            f(d, "timing_s/step"),
+            f(d, "timing_s/gen"),
+            f(d, "timing_s/update")
+        );
+    }
     Ok(())
 }

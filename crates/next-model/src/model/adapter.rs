@@ -220,6 +220,14 @@ impl Model {
         Ok(next_files::json::write(&dir.join(peft::CONFIG), &file)?)
     }
 
+    /// Removes the adapter (the model is the base again).
+    pub fn remove_adapter(&mut self) {
+        for (_, lin) in self.linears_mut() {
+            lin.lora = None;
+        }
+        self.lora_config = None;
+    }
+
     /// Folds every LoRA branch into its base weight (`W += s · B A`) and removes the adapter.
     pub fn merge_adapter(&mut self) -> Result<()> {
         if self.lora_config.take().is_none() {

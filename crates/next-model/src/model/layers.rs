@@ -42,27 +42,55 @@ pub(crate) fn projection_shape(c: &Config, j: usize) -> (i64, i64, bool) {
     }
 }
 
-/// A linear layer `y = x W^T + b`, optionally with a LoRA branch.
+/// A linear layer `y = x W^T + b`, optionally with a LoRA branch and a jump branch.
 #[derive(Debug)]
 pub struct Linear {
     pub weight: Tensor,
     pub bias: Option<Tensor>,
     pub lora: Option<Lora>,
+    /// A candidate jump `Σ_j σ_j u_j v_jᵀ` added with each batch row's own coefficient (see
+    /// [`crate::Model::set_jump`]).
+    pub jump: Option<JumpBranch>,
+}
+
+/// The rank-k term of a jump: `U = [σ_j u_j]` (`[out, k]`) and `V = [v_jᵀ]` (`[k, in]`), f32.
+#[derive(Debug)]
+pub struct JumpBranch {
+    pub u: Tensor,
+    pub v: Tensor,
 }
 
 /// Switches that change the forward pass without changing the weights.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Mode {
+pub(crate) struct Mode<'a> {
     pub adapter: bool,
     pub train: bool,
+    /// `[B]`: each row's coefficient of the jump branches (none: no jump).
+    pub jump_scale: Option<&'a Tensor>,
 }
 
 impl Linear {
     fn forward(&self, x: &Tensor, mode: Mode) -> Tensor {
         let y = x.linear(&self.weight, self.bias.as_ref());
-        match &self.lora {
-            Some(lora) if mode.adapter => y + lora.delta(x, mode.train),
-            _ => y,
+        let lora = self.lora.as_ref().filter(|_| mode.adapter);
+        match (lora, &self.jump, mode.jump_scale) {
+            (Some(l), Some(j), Some(scale)) => {
+                y + l.delta_with_jump(x, mode.train, &j.u, &j.v, scale)
+            }
+            (l, Some(j), Some(scale)) => {
+                // A jump without an adapter: λ_b Σ σ_j u_j (v_jᵀ x), in f32 like LoRA.
+                let kind = x.kind();
+                let d = (x.to_kind(Kind::Float).linear(&j.v, None::<&Tensor>)
+                    * scale.view([-1, 1, 1]))
+                .linear(&j.u, None::<&Tensor>);
+                let y = y + d.to_kind(kind);
+                match l {
+                    Some(l) => y + l.delta(x, mode.train),
+                    None => y,
+                }
+            }
+            (Some(l), _, _) => y + l.delta(x, mode.train),
+            (None, _, _) => y,
         }
     }
 }

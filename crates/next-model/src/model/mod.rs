@@ -19,8 +19,8 @@ mod adapter;
 mod layers;
 mod weights;
 
-pub use layers::Linear;
 use layers::{DecoderLayer, Mode, RmsNorm, Rope, PROJECTIONS};
+pub use layers::{JumpBranch, Linear};
 pub use weights::parameter_shapes;
 use weights::Source;
 
@@ -40,6 +40,12 @@ impl Default for LoadOptions {
         }
     }
 }
+
+/// A matrix's change as rank-1 terms `(σ, u, v)`: `Σ σ u vᵀ`.
+pub type RankOneTerms = Vec<(f64, Vec<f64>, Vec<f64>)>;
+
+/// A jump: per module path (`model.layers.0.mlp.up_proj`), its rank-1 terms.
+pub type JumpTerms = [(String, RankOneTerms)];
 
 /// A decoder-only causal language model (Llama, Qwen2 or Qwen3 layout).
 #[derive(Debug)]
@@ -84,11 +90,13 @@ impl KvCache {
 }
 
 /// The `[B, T]` int64 token ids and `[B, T]` attention mask (1 = token, 0 = padding) of a
-/// left-padded batch.
+/// left-padded batch, and optionally each row's coefficient of the model's jump branches.
 #[derive(Debug)]
 pub struct Batch {
     pub input_ids: Tensor,
     pub attention_mask: Tensor,
+    /// `[B]` f32: row b runs with λ_b times the jump set by [`Model::set_jump`] (None: without).
+    pub jump_scale: Option<Tensor>,
 }
 
 impl Batch {
@@ -111,7 +119,38 @@ impl Batch {
         Ok(Batch {
             input_ids: Tensor::from_slice(&ids).view(shape).to_device(device),
             attention_mask: Tensor::from_slice(&mask).view(shape).to_device(device),
+            jump_scale: None,
         })
+    }
+
+    /// Gives each row its coefficient of the jump branches (one per row).
+    pub fn with_jump_scale(mut self, scale: &[f32]) -> Result<Self> {
+        let b = self.input_ids.size()[0];
+        if scale.len() as i64 != b {
+            return Err(Error::Usage(format!(
+                "{} jump coefficients for a batch of {b} rows",
+                scale.len()
+            )));
+        }
+        self.jump_scale = Some(Tensor::from_slice(scale).to_device(self.input_ids.device()));
+        Ok(self)
+    }
+
+    /// Flat indices (into `[B * (T-1)]` next-token positions) of the last `lens[b]` predicted
+    /// tokens of each row, in row order: the response tokens a loss is taken over.
+    fn suffix_positions(&self, lens: &[usize]) -> Result<Tensor> {
+        let (b, w) = (self.input_ids.size()[0], self.input_ids.size()[1]);
+        if lens.len() as i64 != b || lens.iter().any(|&l| l as i64 > w - 1) {
+            return Err(Error::Usage(format!(
+                "response lengths {lens:?} do not fit a batch of {b} rows of width {w}"
+            )));
+        }
+        let mut idx = Vec::with_capacity(lens.iter().sum());
+        for (row, &l) in lens.iter().enumerate() {
+            let start = row as i64 * (w - 1) + (w - 1 - l as i64);
+            idx.extend(start..start + l as i64);
+        }
+        Ok(Tensor::from_slice(&idx).to_device(self.input_ids.device()))
     }
 
     /// A float mask `[B, T-1]` over next-token positions (as [`Model::token_logprobs`] returns
@@ -242,10 +281,67 @@ impl Model {
         self.train = train;
     }
 
-    fn mode(&self) -> Mode {
+    fn mode<'a>(&self, batch: &'a Batch) -> Mode<'a> {
         Mode {
             adapter: self.adapter_enabled,
             train: self.train,
+            jump_scale: batch.jump_scale.as_ref(),
+        }
+    }
+
+    /// Adds a jump branch to the linear layers: `terms` are `(module path, [(σ, u, v), ...])`
+    /// (the rank-1 terms of its predicted change); rows of a batch then run with their own
+    /// multiple λ_b of it ([`Batch::with_jump_scale`]), exactly the function of the adapter plus
+    /// λ_b times the terms. Replaces any jump set before.
+    pub fn set_jump(&mut self, terms: &JumpTerms) -> Result<()> {
+        self.clear_jump();
+        let device = self.device;
+        let mut by: std::collections::BTreeMap<&str, &RankOneTerms> =
+            terms.iter().map(|(m, t)| (m.as_str(), t)).collect();
+        for (name, lin) in self.linears_mut() {
+            let Some(t) = by.remove(name.as_str()) else {
+                continue;
+            };
+            if t.is_empty() {
+                continue;
+            }
+            let (out, inp) = (lin.weight.size()[0], lin.weight.size()[1]);
+            if t.iter()
+                .any(|(_, u, v)| u.len() as i64 != out || v.len() as i64 != inp)
+            {
+                return Err(Error::Usage(format!(
+                    "the jump for `{name}` does not have its shape [{out}, {inp}]"
+                )));
+            }
+            let k = t.len() as i64;
+            // U = [σ_j u_j] column j, V = [v_j] row j.
+            let mut u = vec![0f32; (out * k) as usize];
+            for (j, (sigma, uu, _)) in t.iter().enumerate() {
+                for (i, x) in uu.iter().enumerate() {
+                    u[i * k as usize + j] = (sigma * x) as f32;
+                }
+            }
+            let v: Vec<f32> = t
+                .iter()
+                .flat_map(|(_, _, vv)| vv.iter().map(|x| *x as f32))
+                .collect();
+            lin.jump = Some(JumpBranch {
+                u: Tensor::from_slice(&u).view([out, k]).to_device(device),
+                v: Tensor::from_slice(&v).view([k, inp]).to_device(device),
+            });
+        }
+        if let Some(m) = by.keys().next() {
+            return Err(Error::Usage(format!(
+                "the jump names module `{m}`, which this model does not have"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Removes the jump branches.
+    pub fn clear_jump(&mut self) {
+        for (_, lin) in self.linears_mut() {
+            lin.jump = None;
         }
     }
 
@@ -364,7 +460,7 @@ impl Model {
             sin: emb.sin().to_kind(self.kind).unsqueeze(1),
         };
 
-        let mode = self.mode();
+        let mode = self.mode(batch);
         let mut x = Tensor::embedding(&self.embed_tokens, &ids, -1, false, false);
         for (i, layer) in self.layers.iter().enumerate() {
             let kv = cache.as_mut().map(|c| {
@@ -417,6 +513,76 @@ impl Model {
         let ent = entropy
             .then(|| tch::no_grad(|| -(lp.exp() * &lp).sum_dim_intlist(-1, false, Kind::Float)));
         Ok((lp.gather(-1, &next, false).squeeze_dim(-1), ent))
+    }
+
+    /// The final hidden states `[N, hidden]` at the positions that predict the last `lens[b]`
+    /// tokens of each row (row order), and those tokens `[N]`: a response's positions only, so
+    /// that the vocabulary projection can be taken in chunks ([`Model::token_head`]).
+    pub fn response_hidden(&self, batch: &Batch, lens: &[usize]) -> Result<(Tensor, Tensor)> {
+        let idx = batch.suffix_positions(lens)?;
+        let h = self.hidden_states(batch, None)?;
+        let (b, t, d) = h.size3().map_err(|e| Error::Usage(e.to_string()))?;
+        let h = h
+            .narrow(1, 0, t - 1)
+            .reshape([b * (t - 1), d])
+            .index_select(0, &idx);
+        let targets = batch
+            .input_ids
+            .to_device(self.device)
+            .narrow(1, 1, t - 1)
+            .reshape([-1])
+            .index_select(0, &idx);
+        Ok((h, targets))
+    }
+
+    /// Log-probabilities `[N]` of `targets` under `softmax(logits / temperature)` for hidden
+    /// states `[N, hidden]`, computed `chunk` rows at a time so that no more than
+    /// `[chunk, vocab]` logits exist at once; with `entropy`, also each row's entropy (no
+    /// gradient). Equal to [`Model::token_logprobs`] at those positions.
+    pub fn token_head(
+        &self,
+        hidden: &Tensor,
+        targets: &Tensor,
+        temperature: f64,
+        chunk: i64,
+        entropy: bool,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        if temperature <= 0.0 || chunk <= 0 {
+            return Err(Error::Usage(format!(
+                "temperature and chunk must be positive, got {temperature} and {chunk}"
+            )));
+        }
+        let n = hidden.size()[0];
+        let (mut lps, mut ents) = (vec![], vec![]);
+        let mut start = 0;
+        while start < n {
+            let c = chunk.min(n - start);
+            let logits = self
+                .logits(&hidden.narrow(0, start, c))
+                .to_kind(Kind::Float);
+            let logits = if temperature == 1.0 {
+                logits
+            } else {
+                logits / temperature
+            };
+            let lp = logits.log_softmax(-1, Kind::Float);
+            if entropy {
+                ents.push(tch::no_grad(|| {
+                    -(lp.exp() * &lp).sum_dim_intlist(-1, false, Kind::Float)
+                }));
+            }
+            let tgt = targets.narrow(0, start, c).unsqueeze(-1);
+            lps.push(lp.gather(-1, &tgt, false).squeeze_dim(-1));
+            start += c;
+        }
+        let cat = |v: Vec<Tensor>| {
+            if v.is_empty() {
+                Tensor::zeros([0], (Kind::Float, self.device))
+            } else {
+                Tensor::cat(&v, 0)
+            }
+        };
+        Ok((cat(lps), entropy.then(|| cat(ents))))
     }
 
     /// Every linear layer LoRA can adapt, with its module path (`model.layers.0.mlp.up_proj`).

@@ -129,6 +129,7 @@ impl Source {
                     None
                 },
                 lora: None,
+                jump: None,
             });
         }
         Ok(out.try_into().expect("one linear per projection"))

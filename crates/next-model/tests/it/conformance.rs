@@ -40,6 +40,7 @@ fn ours(model: &Model, ids: &Tensor, mask: &Tensor) -> Tensor {
     let batch = Batch {
         input_ids: ids.shallow_clone(),
         attention_mask: mask.shallow_clone(),
+        jump_scale: None,
     };
     tch::no_grad(|| model.forward(&batch, None)).unwrap()
 }
@@ -192,6 +193,7 @@ fn kv_cache_matches_full_forward() {
     let part = |s: i64, n: i64| Batch {
         input_ids: full.input_ids.narrow(1, s, n),
         attention_mask: full.attention_mask.narrow(1, s, n),
+        jump_scale: None,
     };
     let a = tch::no_grad(|| model.forward(&part(0, split), Some(&mut cache))).unwrap();
     let b = tch::no_grad(|| model.forward(&part(split, t - split), Some(&mut cache))).unwrap();

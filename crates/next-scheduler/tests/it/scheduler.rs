@@ -4,45 +4,17 @@
 
 use std::path::Path;
 
-use std::sync::OnceLock;
-
 use next_predictor::PredictorKind;
 use next_scheduler::{run, Engine, InProcess, SchedulerSection, SearchKind, State};
 use next_trainer::config::TrainConfig;
-use next_trainer::tasks::Task;
 
-/// A tiny base pretrained on 2-digit addition until greedy accuracy is about 0.2 (seconds),
-/// so that RL, jumps and their scores all have something to move.
-fn base() -> &'static Path {
-    static BASE: OnceLock<tempfile::TempDir> = OnceLock::new();
-    BASE.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let mut p = TrainConfig::default().pretrain;
-        (p.task, p.hidden_size, p.layers, p.intermediate_size) =
-            (Task::Add { digits: 2 }, 64, 2, 128);
-        (p.steps, p.batch, p.train_size, p.warmup_steps, p.threads) = (300, 64, 5000, 20, 1);
-        next_trainer::pretrain::pretrain(&p, dir.path(), &mut |_| {}).unwrap();
-        dir
-    })
-    .path()
-}
-
-fn train_config() -> TrainConfig {
-    let mut c = TrainConfig::default();
-    c.model.path = base().display().to_string();
-    c.model.threads = 1;
-    c.lora.r = 4;
-    c.lora.alpha = 8.0;
-    c.data.task = Task::Add { digits: 2 };
+pub fn train_config() -> TrainConfig {
+    let mut c = next_trainer::testing::config();
     c.data.train_size = 100;
-    c.data.val_size = 64;
-    c.rollout.n = 4;
-    c.rollout.max_new_tokens = 4;
     c.trainer.steps = 12;
     c.trainer.prompts_per_step = 2;
     c.trainer.micro_batch = 8;
     c.trainer.save_every = 2;
-    c.trainer.val_every = 100;
     c.trainer.seed = 1;
     c
 }
@@ -59,12 +31,12 @@ fn plan() -> SchedulerSection {
     }
 }
 
-fn engine(cfg: &TrainConfig) -> InProcess<'static> {
-    InProcess {
-        cfg: cfg.clone(),
-        base: cfg.model.path.clone().into(),
-        on_train: Box::new(|_, _| {}),
-    }
+pub fn engine(cfg: &TrainConfig) -> InProcess<'static> {
+    InProcess::new(
+        cfg.clone(),
+        cfg.model.path.clone().into(),
+        Box::new(|_, _| {}),
+    )
 }
 
 /// The state without timings: every candidate's λ and score, and the λ chosen. Exact on one

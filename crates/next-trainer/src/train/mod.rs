@@ -23,7 +23,10 @@ use crate::metrics::{self, greedy_val_mean, METRICS};
 use crate::optim::AdamW;
 use crate::{Error, Result};
 
+mod score;
 mod step;
+
+pub use score::Scorer;
 
 /// What the loop reports to its caller (progress bars, console lines).
 #[derive(Debug, Clone)]
@@ -172,36 +175,8 @@ pub fn evaluate(
     base_dir: &Path,
     adapters: &[Option<&Path>],
 ) -> Result<Vec<(f64, u64)>> {
-    cfg.model.apply_threads();
-    let opts = cfg.model.load_options()?;
-    let tok = Tokenizer::load(base_dir)?;
-    let (_, val_rows, _) = data::load_splits(&cfg.data)?;
-    let val = data::tokenize(&val_rows, &tok, cfg.data.max_prompt_len, "validation")?;
-    let registry = Registry::default();
-    let pool = Pool::new(2)?;
-    let greedy = sampling(&cfg.rollout, 1, 0.0);
-    let mut out = Vec::with_capacity(adapters.len());
-    for adapter in adapters {
-        let mut model = Model::load(base_dir, opts)?;
-        if let Some(a) = adapter {
-            model.load_adapter(a)?;
-        }
-        let sampler = Sampler {
-            model: &model,
-            tokenizer: &tok,
-            registry: &registry,
-            pool: &pool,
-            stop: model.stop_tokens(&tok),
-        };
-        let v = tch::no_grad(|| sampler.validate(&val, &greedy, 0))?;
-        let means: Vec<f64> = v.mean_by_source.values().copied().collect();
-        let tokens: usize = v.samples.iter().map(|s| s.response_ids.len()).sum();
-        out.push((
-            means.iter().sum::<f64>() / means.len().max(1) as f64,
-            tokens as u64,
-        ));
-    }
-    Ok(out)
+    let mut scorer = Scorer::new(cfg, base_dir)?;
+    adapters.iter().map(|a| scorer.score(*a)).collect()
 }
 
 /// Loads the base, attaches the run's adapter (its last checkpoint's, or a fresh one), and

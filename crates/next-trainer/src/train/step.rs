@@ -4,14 +4,13 @@
 
 use std::time::Instant;
 
-use next_model::{Batch, Tensor};
+use next_model::{Batch, Kind, Tensor};
 use next_rollout::{Prompted, Sample};
 use serde_json::{Map, Value};
 
 use super::{sampling, step_seed, Trainer};
 use crate::advantage::{advantages, zero_variance_groups};
-use crate::config::LossAgg;
-use crate::loss::{policy_loss, LossInputs, LossSettings};
+use crate::loss::{policy_loss, token_weights, LossInputs, LossSettings};
 use crate::optim::{clip_grad_norm, learning_rate};
 use crate::{Error, Result};
 
@@ -41,6 +40,8 @@ struct Update {
     entropy: f64,
     grad_norm: f64,
     lr: f64,
+    /// Fraction of the kept sequences left out of forward and backward (zero advantage).
+    skipped: f64,
     seconds: f64,
 }
 
@@ -64,6 +65,18 @@ impl Trainer<'_> {
                 .sample(&prompts, &scfg, step_seed(cfg.trainer.seed, step, 2))
         })?;
         let samples = out.samples;
+        // Broken weights show here first: with most sequences skipped by the update, the loss
+        // alone would not see them.
+        if let Some(lp) = samples
+            .iter()
+            .flat_map(|s| s.logprobs.iter())
+            .find(|lp| !lp.is_finite())
+        {
+            return Err(Error::Numerics(format!(
+                "the policy sampled with log-probability {lp} at step {}",
+                step + 1
+            )));
+        }
         let scores: Vec<f64> = samples.iter().map(|s| s.verdict.reward).collect();
         let mut rewards = scores.clone();
         if alg.overlong_buffer > 0 {
@@ -92,9 +105,8 @@ impl Trainer<'_> {
         })
     }
 
-    /// The sequences of `rows` as a batch, the mask of their response tokens, their
-    /// advantages, and the response lengths.
-    fn batch(&self, ro: &Rollout, rows: &[usize]) -> Result<(Batch, Tensor, Tensor, Vec<usize>)> {
+    /// The sequences of `rows` as a batch, and their response lengths.
+    fn batch(&self, ro: &Rollout, rows: &[usize]) -> Result<(Batch, Vec<usize>)> {
         let seqs: Vec<Vec<i64>> = rows
             .iter()
             .map(|&i| {
@@ -110,52 +122,95 @@ impl Trainer<'_> {
             .iter()
             .map(|&i| ro.samples[i].response_ids.len())
             .collect();
-        let device = self.model.device();
-        let batch = Batch::left_padded(&seqs, self.stop.pad, device)?;
-        let mask = batch.suffix_mask(&lens);
-        let a = Tensor::from_slice(
-            &rows
-                .iter()
-                .map(|&i| ro.advantages[i] as f32)
-                .collect::<Vec<_>>(),
-        )
-        .to_device(device);
-        Ok((batch, mask, a, lens))
+        let batch = Batch::left_padded(&seqs, self.stop.pad, self.model.device())?;
+        Ok((batch, lens))
+    }
+
+    /// Log-probabilities `[N]` of the response tokens of `batch` (no gradient), the vocabulary
+    /// projection taken `head_chunk` tokens at a time.
+    fn logprobs(&self, batch: &Batch, lens: &[usize], temperature: f64) -> Result<Tensor> {
+        tch::no_grad(|| {
+            let (h, targets) = self.model.response_hidden(batch, lens)?;
+            let chunk = self.head_chunk();
+            Ok(self
+                .model
+                .token_head(&h, &targets, temperature, chunk, false)?
+                .0)
+        })
+    }
+
+    /// Tokens per chunk of the vocabulary projection: `trainer.head_chunk`, or enough for
+    /// about 16M logits at a time.
+    fn head_chunk(&self) -> i64 {
+        match self.cfg.trainer.head_chunk {
+            0 => ((1i64 << 24) / self.model.config.vocab_size).max(1),
+            n => n as i64,
+        }
     }
 
     fn update(&mut self, step: usize, ro: &Rollout) -> Result<Update> {
         let cfg = self.cfg;
         let (r, alg) = (&cfg.rollout, &cfg.algorithm);
         let t_update = Instant::now();
+        let keep = &ro.keep;
+        let lens_of = |rows: &[usize]| -> Vec<usize> {
+            rows.iter()
+                .map(|&i| ro.samples[i].response_ids.len())
+                .collect()
+        };
+        let total_tokens: usize = lens_of(keep).iter().sum();
+        // The policy's entropy on its own samples, from the rollout (no pass of its own).
+        let entropy: f64 = keep
+            .iter()
+            .flat_map(|&i| ro.samples[i].entropy.iter())
+            .map(|&e| e as f64)
+            .sum::<f64>()
+            / total_tokens.max(1) as f64;
         let mut u = Update {
             lr: learning_rate(&cfg.optim, step, cfg.trainer.steps),
+            entropy,
             ..Update::default()
         };
-        if ro.keep.is_empty() {
+        if keep.is_empty() {
             u.seconds = t_update.elapsed().as_secs_f64();
             return Ok(u);
         }
-        let keep = &ro.keep;
         let temperature = r.temperature.max(1e-6);
-        let total_tokens: usize = keep.iter().map(|&i| ro.samples[i].response_ids.len()).sum();
+        // Every token's weight in the aggregated loss, normalised over all kept rows.
+        let weights: std::collections::HashMap<usize, Vec<f64>> = keep
+            .iter()
+            .copied()
+            .zip(token_weights(
+                alg.loss_agg(),
+                &lens_of(keep),
+                r.max_new_tokens,
+            ))
+            .collect();
+        // With no KL and one pass, a sequence whose advantage is zero adds exactly nothing to
+        // the gradient: leave it out of forward and backward (the weights above still count it).
+        let skip = cfg.trainer.skip_zero_advantage && alg.kl_coef == 0.0 && alg.ppo_epochs <= 1;
+        let active: Vec<usize> = keep
+            .iter()
+            .copied()
+            .filter(|&i| !skip || ro.advantages[i] != 0.0)
+            .collect();
+        u.skipped = 1.0 - active.len() as f64 / keep.len() as f64;
         let settings = LossSettings {
             clip_low: alg.clip_ratio_low,
             clip_high: alg.clip_high(),
-            agg: alg.loss_agg(),
-            max_len: r.max_new_tokens,
             kl_coef: alg.kl_coef,
             kl_type: alg.kl_type,
         };
+        let chunks: Vec<&[usize]> = active.chunks(cfg.trainer.micro_batch.max(1)).collect();
         // Old log-probs: with one pass over the batch they equal the current ones (detached);
         // with several passes they are fixed before the first update.
-        let chunks: Vec<&[usize]> = keep.chunks(cfg.trainer.micro_batch.max(1)).collect();
         let old: Option<Vec<Tensor>> = if alg.ppo_epochs > 1 {
             Some(
                 chunks
                     .iter()
                     .map(|c| {
-                        let (b, ..) = self.batch(ro, c)?;
-                        Ok(tch::no_grad(|| self.model.token_logprobs(&b, temperature))?)
+                        let (b, lens) = self.batch(ro, c)?;
+                        self.logprobs(&b, &lens, temperature)
                     })
                     .collect::<Result<_>>()?,
             )
@@ -163,60 +218,76 @@ impl Trainer<'_> {
             None
         };
         let epochs = alg.ppo_epochs.max(1);
+        let head_chunk = self.head_chunk();
         for epoch in 0..epochs {
+            let last = epoch + 1 == epochs;
             for (ci, rows) in chunks.iter().enumerate() {
-                let (batch, mask, a, lens) = self.batch(ro, rows)?;
-                let last = epoch + 1 == epochs;
-                let (logp, entropy) =
-                    self.model
-                        .token_logprobs_with_entropy(&batch, temperature, last)?;
-                let old_logp = match &old {
-                    Some(o) => o[ci].shallow_clone(),
-                    None => logp.detach(),
+                let (batch, lens) = self.batch(ro, rows)?;
+                let per_token = |f: &dyn Fn(usize) -> Vec<f64>| -> Tensor {
+                    let v: Vec<f32> = rows.iter().flat_map(|&i| f(i)).map(|x| x as f32).collect();
+                    Tensor::from_slice(&v).to_device(self.model.device())
                 };
+                let adv = per_token(&|i| vec![ro.advantages[i]; ro.samples[i].response_ids.len()]);
+                let w = per_token(&|i| weights[&i].clone());
                 let ref_logp = if alg.kl_coef != 0.0 {
                     self.model.set_adapter_enabled(false);
-                    let lp = tch::no_grad(|| self.model.token_logprobs(&batch, temperature));
+                    let lp = self.logprobs(&batch, &lens, temperature);
                     self.model.set_adapter_enabled(true);
                     Some(lp?)
                 } else {
                     None
                 };
-                let out = policy_loss(
-                    &LossInputs {
-                        logp: &logp,
-                        old_logp: &old_logp,
-                        ref_logp: ref_logp.as_ref(),
-                        advantages: &a,
-                        mask: &mask,
-                    },
-                    &settings,
-                );
-                // Each micro-batch's share of the whole batch's reduction.
-                let share = match settings.agg {
-                    LossAgg::TokenMean => {
-                        lens.iter().sum::<usize>() as f64 / total_tokens.max(1) as f64
+                // The network up to the final norm, with gradient; the vocabulary projection
+                // and the loss a chunk of tokens at a time, each chunk's backward stopping at
+                // the hidden states, whose gradient then goes through the network once.
+                let (h, targets) = self.model.response_hidden(&batch, &lens)?;
+                let hd = h.detach().set_requires_grad(true);
+                let n = hd.size()[0];
+                let mut start = 0;
+                while start < n {
+                    let c = head_chunk.min(n - start);
+                    let part = |t: &Tensor| t.narrow(0, start, c);
+                    let (logp, _) = self.model.token_head(
+                        &part(&hd),
+                        &part(&targets),
+                        temperature,
+                        c,
+                        false,
+                    )?;
+                    let old_logp = match &old {
+                        Some(o) => part(&o[ci]),
+                        None => logp.detach(),
+                    };
+                    let ref_part = ref_logp.as_ref().map(part);
+                    let out = policy_loss(
+                        &LossInputs {
+                            logp: &logp,
+                            old_logp: &old_logp,
+                            ref_logp: ref_part.as_ref(),
+                            advantages: &part(&adv),
+                            weights: &part(&w),
+                            token_mean: 1.0 / total_tokens.max(1) as f64,
+                        },
+                        &settings,
+                    );
+                    let lv = out.loss.double_value(&[]);
+                    if !lv.is_finite() {
+                        return Err(Error::Numerics(format!(
+                            "loss became {lv} at step {}",
+                            step + 1
+                        )));
                     }
-                    _ => rows.len() as f64 / keep.len() as f64,
-                };
-                let loss = &out.loss * share;
-                let lv = loss.double_value(&[]);
-                if !lv.is_finite() {
-                    return Err(Error::Numerics(format!(
-                        "loss became {lv} at step {}",
-                        step + 1
-                    )));
+                    out.loss.backward();
+                    if last {
+                        u.pg_loss += out.pg_loss;
+                        u.clipfrac += out.pg_clipfrac;
+                        u.ppo_kl += out.ppo_kl;
+                        u.kl += out.kl;
+                    }
+                    start += c;
                 }
-                loss.backward();
-                if last {
-                    u.pg_loss += out.pg_loss * share;
-                    u.clipfrac += out.pg_clipfrac * share;
-                    u.ppo_kl += out.ppo_kl * share;
-                    u.kl += out.kl * share;
-                    let ent = entropy.expect("entropy asked for on the last pass");
-                    let ent = tch::no_grad(|| (ent * &mask).sum(next_model::Kind::Float))
-                        .double_value(&[]);
-                    u.entropy += ent / total_tokens.max(1) as f64;
+                if n > 0 {
+                    (&h * hd.grad()).sum(Kind::Float).backward();
                 }
             }
             u.grad_norm = clip_grad_norm(&self.params, cfg.optim.grad_clip);
@@ -232,6 +303,18 @@ impl Trainer<'_> {
         u.seconds = t_update.elapsed().as_secs_f64();
         Ok(u)
     }
+}
+
+/// The process's peak resident memory so far, in GB (`VmHWM`; NaN where /proc is missing).
+fn max_rss_gb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1e6)
 }
 
 /// The step's metrics under verl's names.
@@ -277,11 +360,13 @@ fn metrics(ro: &Rollout, u: &Update, step_s: f64) -> Map<String, Value> {
         ("actor/ppo_kl", u.ppo_kl),
         ("actor/lr", u.lr),
         ("batch/zero_variance_group_frac", ro.zero_frac),
+        ("batch/skipped_seq_frac", u.skipped),
         ("timing_s/gen", ro.gen_s),
         ("timing_s/verify", ro.verify_s),
         ("timing_s/update", u.seconds),
         ("timing_s/step", step_s),
         ("perf/throughput", tokens as f64 / step_s),
+        ("perf/max_rss_gb", max_rss_gb()),
     ] {
         m.insert(k.into(), v.into());
     }

@@ -1,0 +1,144 @@
+//! What a jump costs (run by `cargo xtask bench jump`): on the embedded default at K = 30, the
+//! extraction, each predictor's fit, and the λ search of 7 candidates, against the RL step and
+//! one validation pass measured in the same run. The search is timed two ways: every candidate
+//! written as an adapter and scored alone with the model loaded afresh (how it was done before),
+//! and all candidates decoded in one batched pass by the engine's scorer.
+//!
+//! Usage: `jump --base DIR --out FILE.json [--k 30]`.
+#![allow(clippy::print_stdout)]
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use next_predictor::{PredictorKind, Trajectory};
+use next_scheduler::jump::extract_run;
+use next_scheduler::{Engine, InProcess};
+use next_trainer::train::evaluate;
+use next_trainer::TrainConfig;
+use next_trajectory::store::Store;
+use serde_json::json;
+
+fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn timed<T>(f: impl FnOnce() -> T) -> (T, f64) {
+    let t = Instant::now();
+    let out = f();
+    (out, t.elapsed().as_secs_f64())
+}
+
+fn main() {
+    let base = PathBuf::from(arg("--base").expect("--base DIR"));
+    let out = PathBuf::from(arg("--out").expect("--out FILE"));
+    let k: usize = arg("--k").map_or(30, |s| s.parse().expect("--k N"));
+    let horizon = 20;
+    let grid = [0.0, 0.25, 0.5, 1.0, 2.0, 3.0, 4.0];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = dir.path().join("run");
+    let mut cfg = TrainConfig::default();
+    cfg.model.path = base.display().to_string();
+    cfg.trainer.steps = 200;
+    cfg.trainer.stop_at = k;
+    cfg.trainer.val_every = 1000;
+    let mut engine = InProcess::new(cfg.clone(), base.clone(), Box::new(|_, _| {}));
+    engine.train(&run, k).expect("train");
+    let steps: Vec<f64> = next_trainer::metrics::read(&run)
+        .expect("metrics")
+        .iter()
+        .filter(|r| r.step >= 2)
+        .filter_map(|r| r.seconds())
+        .collect();
+    let step_s = median(steps);
+    let adapter = next_trainer::checkpoint::adapter_dir(&run, k);
+
+    // One validation pass (1,000 problems, greedy) with the model already loaded.
+    let mut val = vec![];
+    for _ in 0..3 {
+        val.push(timed(|| engine.score(&adapter).expect("score")).1);
+    }
+    let validation_s = median(val);
+
+    let store = dir.path().join("trajectory");
+    let (_, extract_s) = timed(|| extract_run(&run, Some(k), horizon, &store).expect("extract"));
+    let trajectory = Trajectory::from_store(&Store::open(&store).expect("store")).expect("read");
+
+    let mut predictors = vec![];
+    let mut relex = None;
+    for kind in PredictorKind::ALL {
+        let (predictions, fit_s) = timed(|| {
+            let mut p = kind.build(None);
+            p.fit(&trajectory).expect("fit");
+            p.predict(&trajectory, horizon, 1).expect("predict")
+        });
+        if kind == PredictorKind::LinearRelex {
+            relex = Some(predictions);
+        }
+        predictors.push(json!({"predictor": kind.name(), "fit_s": fit_s,
+            "jump_s": extract_s + fit_s, "jump_steps": (extract_s + fit_s) / step_s}));
+    }
+    let predictions = relex.expect("linear-relex predicted");
+
+    // Before: each candidate written as an adapter and scored by a fresh evaluation.
+    let (alone, alone_s) = timed(|| {
+        grid.iter()
+            .map(|&l| {
+                let cand = dir.path().join(format!("cand-{l}"));
+                let a = if l == 0.0 {
+                    adapter.clone()
+                } else {
+                    next_predictor::extend::write_extended(&adapter, &predictions, l, 1, &cand)
+                        .expect("write");
+                    cand
+                };
+                evaluate(&cfg, &base, &[Some(a.as_path())]).expect("evaluate")[0]
+            })
+            .collect::<Vec<_>>()
+    });
+    // Now: every candidate in one batched pass of the engine's scorer.
+    let (batched, batched_s) = timed(|| {
+        engine
+            .score_jumps(&adapter, &predictions, 1, &grid)
+            .expect("score")
+    });
+    assert_eq!(
+        alone, batched,
+        "the batched search must score exactly as the candidates alone"
+    );
+    let mut searches = vec![
+        json!({"what": format!("alone, reload per candidate, {} problems", cfg.data.val_size),
+               "seconds": alone_s}),
+        json!({"what": format!("batched, {} problems", cfg.data.val_size), "seconds": batched_s}),
+    ];
+    // On a smaller selection set (the scorer loaded beforehand, as an engine keeps it).
+    for n in [256, 128] {
+        let mut c = cfg.clone();
+        c.data.val_size = n;
+        let mut e = InProcess::new(c, base.clone(), Box::new(|_, _| {}));
+        e.score(&adapter).expect("warm up");
+        let (_, secs) = timed(|| {
+            e.score_jumps(&adapter, &predictions, 1, &grid)
+                .expect("score")
+        });
+        searches.push(json!({"what": format!("batched, {n} problems"), "seconds": secs}));
+    }
+
+    let report = json!({
+        "k": k, "horizon": horizon, "candidates": grid.len(), "problems": cfg.data.val_size,
+        "threads": tch::get_num_threads(),
+        "rl_step_s": step_s, "validation_s": validation_s, "extract_s": extract_s,
+        "searches": searches,
+        "predictors": predictors,
+        "scores": batched,
+    });
+    std::fs::write(&out, serde_json::to_string_pretty(&report).unwrap()).expect("write report");
+    println!("{}", serde_json::to_string_pretty(&report).unwrap());
+}
