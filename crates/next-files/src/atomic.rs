@@ -14,15 +14,24 @@ fn sync_dir(dir: &Path) {
     }
 }
 
+/// Files and directories are readable by everyone, as `File::create` and `create_dir` make
+/// them under the usual umask (temporary files would otherwise keep their private modes).
+#[cfg(unix)]
+fn public(mode: u32) -> std::fs::Permissions {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::Permissions::from_mode(mode)
+}
+
 /// A temporary file beside `path` (its directory created if needed), to be renamed onto it.
 fn temp_beside(path: &Path) -> Result<tempfile::NamedTempFile> {
     let dir = parent_of(path);
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    tempfile::Builder::new()
-        .prefix(&format!(".{}.", name_of(path)))
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(|e| Error::io(dir, e))
+    let prefix = format!(".{}.", name_of(path));
+    let mut b = tempfile::Builder::new();
+    b.prefix(&prefix).suffix(".tmp");
+    #[cfg(unix)]
+    b.permissions(public(0o644));
+    b.tempfile_in(dir).map_err(|e| Error::io(dir, e))
 }
 
 /// Writes `bytes` to `path` so that readers see either the old file or the whole new one
@@ -108,10 +117,12 @@ impl Staging {
     pub fn new(target: &Path) -> Result<Self> {
         let parent = parent_of(target);
         std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-        let dir = tempfile::Builder::new()
-            .prefix(&format!(".{}{STAGING}", name_of(target)))
-            .tempdir_in(parent)
-            .map_err(|e| Error::io(parent, e))?;
+        let prefix = format!(".{}{STAGING}", name_of(target));
+        let mut b = tempfile::Builder::new();
+        b.prefix(&prefix);
+        #[cfg(unix)]
+        b.permissions(public(0o755));
+        let dir = b.tempdir_in(parent).map_err(|e| Error::io(parent, e))?;
         Ok(Staging {
             dir: Some(dir),
             target: target.to_owned(),
@@ -177,6 +188,13 @@ mod tests {
         write(&p, b"one").unwrap();
         write(&p, b"two").unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        // Readable by others, as an ordinary file would be (not the temporary file's 0600).
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&p).unwrap().permissions().mode();
+            assert_eq!(mode & 0o044, 0o044, "{mode:o}");
+        }
         // Nothing but the file itself is left beside it.
         assert_eq!(std::fs::read_dir(d.path().join("sub")).unwrap().count(), 1);
     }

@@ -55,6 +55,25 @@ pub fn write<T: Serialize + ?Sized>(path: &Path, value: &T) -> Result<()> {
     crate::atomic::write(path, text.as_bytes())
 }
 
+/// Serde for an `f64` that may be NaN ("not measured"): JSON has no NaN, and serde_json writes
+/// it as `null`, which then does not read back as a number; this reads `null` back as NaN.
+/// Use as `#[serde(with = "next_files::json::nan_null")]`.
+pub mod nan_null {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(x: &f64, s: S) -> std::result::Result<S::Ok, S::Error> {
+        if x.is_nan() {
+            s.serialize_none()
+        } else {
+            s.serialize_f64(*x)
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+        Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,5 +100,21 @@ mod tests {
         assert!(read_opt::<Doc>(&d.path().join("none.json"))
             .unwrap()
             .is_none());
+    }
+
+    #[test]
+    fn nan_reads_back_as_nan() {
+        #[derive(serde::Serialize, serde::Deserialize)]
+        struct M {
+            #[serde(with = "nan_null")]
+            x: f64,
+        }
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("m.json");
+        for x in [f64::NAN, 0.25] {
+            write(&p, &M { x }).unwrap();
+            let back = read::<M>(&p).unwrap().x;
+            assert!(back == x || (back.is_nan() && x.is_nan()), "{x} -> {back}");
+        }
     }
 }
