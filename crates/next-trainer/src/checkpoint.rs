@@ -32,6 +32,14 @@ pub struct TrainerState {
     pub data_index: usize,
 }
 
+/// The adapter a run started from before its first step (θ_0 of factor-space methods).
+pub const INITIAL: &str = "initial_adapter";
+
+/// Where a run keeps its initial adapter (written once, when it starts from scratch).
+pub fn initial_adapter(run: &Path) -> PathBuf {
+    run.join(INITIAL)
+}
+
 pub fn step_dir(run: &Path, step: usize) -> PathBuf {
     run.join(format!("global_step_{step}"))
 }

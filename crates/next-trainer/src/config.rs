@@ -30,6 +30,7 @@ impl TrainConfig {
             &mut self.model.path,
             &mut self.data.train,
             &mut self.data.val,
+            &mut self.data.select,
             &mut self.pretrain.out,
         ] {
             if !p.is_empty() && Path::new(p.as_str()).is_relative() {
@@ -124,6 +125,13 @@ pub struct DataSection {
     /// Seed of the generated problems (kept apart from `trainer.seed`, so that runs with
     /// different RL seeds are validated on the same problems).
     pub seed: u64,
+    /// The selection split (JSONL) that predict-extend scores λ candidates on, kept apart from
+    /// the validation split the reports use. Empty: the embedded task's test split, or, with
+    /// your own files and none given, the validation file (then the reported accuracy right
+    /// after a jump is biased upwards).
+    pub select: String,
+    /// Problems of the selection split used.
+    pub select_size: usize,
 }
 
 impl Default for DataSection {
@@ -137,6 +145,8 @@ impl Default for DataSection {
             skip_bad_rows: false,
             max_prompt_len: 512,
             seed: 0,
+            select: String::new(),
+            select_size: 256,
         }
     }
 }

@@ -66,9 +66,11 @@ pub fn greedy_accuracy(model: &Model, tok: &Tokenizer, rows: &[crate::data::Row]
     Ok(correct as f64 / rows.len().max(1) as f64)
 }
 
-/// The base model of `cfg`: `model.path` when it names one, else the embedded base, pretrained
-/// (or reused from its cache) into `pretrain.out`, which then becomes `model.path`. Returns
-/// what pretraining did, if it was asked for.
+/// The base model of `cfg`: `model.path` when it names one; else the embedded base — the one
+/// shipped in the repository's `bases/` when its pretraining settings are these (the same
+/// starting point on every machine: pretraining in float32 follows each CPU's kernels), else
+/// pretrained (or reused from its cache) into `pretrain.out`. `model.path` names it afterwards.
+/// Returns what pretraining did, if it was asked for.
 pub fn ensure_base(
     cfg: &mut crate::TrainConfig,
     progress: &mut dyn FnMut(PretrainProgress),
@@ -76,9 +78,94 @@ pub fn ensure_base(
     if !cfg.model.path.is_empty() {
         return Ok(None);
     }
-    let res = pretrain(&cfg.pretrain, Path::new(&cfg.pretrain.out), progress)?;
+    let res = match shipped(&cfg.pretrain, &shipped_dir())? {
+        Some(r) => r,
+        None => pretrain(&cfg.pretrain, Path::new(&cfg.pretrain.out), progress)?,
+    };
     cfg.model.path = res.dir.display().to_string();
     Ok(Some(res))
+}
+
+/// Where the shipped bases are: `bases/` of the checkout this binary was built in.
+pub fn shipped_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bases")
+}
+
+/// The checksum list of the shipped bases.
+pub const CHECKSUMS: &str = "SHA256SUMS";
+
+/// The base in `bases` (a directory of bases with a `SHA256SUMS` list) pretrained with `cfg`, if
+/// there is one; its files are checked against their checksums first.
+pub fn shipped(cfg: &PretrainSection, bases: &Path) -> Result<Option<Pretrained>> {
+    let wanted = cache_key(cfg)?;
+    let Ok(entries) = std::fs::read_dir(bases) else {
+        return Ok(None);
+    };
+    let mut dirs: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    dirs.sort();
+    for dir in dirs {
+        let Ok(meta) = next_files::json::read::<Value>(&dir.join(META)) else {
+            continue;
+        };
+        if meta["config"] != wanted {
+            continue;
+        }
+        verify(bases, &dir)?;
+        tracing::info!("using the shipped base {}", dir.display());
+        return Ok(Some(Pretrained {
+            dir: dir.canonicalize().unwrap_or(dir),
+            reused: true,
+            val_accuracy: meta["val_accuracy"].as_f64().unwrap_or(f64::NAN),
+            seconds: 0.0,
+        }));
+    }
+    Ok(None)
+}
+
+/// Checks every file of the base `dir` listed in `bases/SHA256SUMS`.
+fn verify(bases: &Path, dir: &Path) -> Result<()> {
+    use sha2::Digest;
+    let list = bases.join(CHECKSUMS);
+    let text = std::fs::read_to_string(&list).map_err(|e| next_files::Error::io(&list, e))?;
+    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let mut checked = 0;
+    for (i, line) in text.lines().enumerate() {
+        let Some((sum, file)) = line.split_once("  ") else {
+            return Err(Error::Data(format!("{}:{}: expected `<sha256>  <file>`", list.display(), i + 1)));
+        };
+        if file.split('/').next() != Some(name.as_str()) {
+            continue;
+        }
+        let path = bases.join(file);
+        let bytes = std::fs::read(&path).map_err(|e| next_files::Error::io(&path, e))?;
+        let got = format!("{:x}", sha2::Sha256::digest(&bytes));
+        if got != sum {
+            return Err(Error::Data(format!(
+                "{}: checksum {got} does not match {} in {}; restore the file from git",
+                path.display(),
+                sum,
+                list.display()
+            )));
+        }
+        checked += 1;
+    }
+    if checked == 0 {
+        return Err(Error::Data(format!(
+            "{} lists no file of the shipped base {}",
+            list.display(),
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
+/// What identifies a pretrained base: everything that shapes the model, not where it is written.
+fn cache_key(cfg: &PretrainSection) -> Result<Value> {
+    let mut wanted = serde_json::to_value(cfg).map_err(|e| Error::Config(e.to_string()))?;
+    if let Some(m) = wanted.as_object_mut() {
+        m.remove("out");
+    }
+    Ok(wanted)
 }
 
 /// Trains (or reuses) the embedded base model in `out`.
@@ -88,11 +175,7 @@ pub fn pretrain(
     progress: &mut dyn FnMut(PretrainProgress),
 ) -> Result<Pretrained> {
     let start = Instant::now();
-    // The cache key is everything that shapes the model, not where it is written.
-    let mut wanted = serde_json::to_value(cfg).map_err(|e| Error::Config(e.to_string()))?;
-    if let Some(m) = wanted.as_object_mut() {
-        m.remove("out");
-    }
+    let wanted = cache_key(cfg)?;
     if let Ok(text) = std::fs::read_to_string(out.join(META)) {
         if let Ok(meta) = serde_json::from_str::<Value>(&text) {
             if meta["config"] == wanted && out.join("model.safetensors").exists() {

@@ -111,6 +111,22 @@ pub fn load_splits(d: &DataSection) -> Result<(Vec<Row>, Vec<Row>, usize)> {
     Ok((train, val, skipped))
 }
 
+/// The selection split predict-extend chooses λ on (see `DataSection::select`).
+pub fn load_select(d: &DataSection) -> Result<Vec<Row>> {
+    let mut rows = if !d.select.is_empty() {
+        load_jsonl(Path::new(&d.select), d.skip_bad_rows)?.0
+    } else if d.train.is_empty() && d.val.is_empty() {
+        tasks::generate(d.task, Split::Test, d.select_size, d.seed)?
+    } else {
+        tracing::warn!(
+            "no data.select: λ is chosen on the validation file, so the accuracy reported right after a jump is biased upwards"
+        );
+        load_splits(d)?.1
+    };
+    rows.truncate(d.select_size.max(1));
+    Ok(rows)
+}
+
 /// Renders and tokenizes rows as the sampler's prompts; a prompt longer than `max_len` tokens
 /// (or empty) is an error naming the `what` split and row.
 pub fn tokenize(

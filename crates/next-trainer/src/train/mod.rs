@@ -26,7 +26,7 @@ use crate::{Error, Result};
 mod score;
 mod step;
 
-pub use score::Scorer;
+pub use score::{ScoreSet, Scorer};
 
 /// What the loop reports to its caller (progress bars, console lines).
 #[derive(Debug, Clone)]
@@ -175,7 +175,7 @@ pub fn evaluate(
     base_dir: &Path,
     adapters: &[Option<&Path>],
 ) -> Result<Vec<(f64, u64)>> {
-    let mut scorer = Scorer::new(cfg, base_dir)?;
+    let mut scorer = Scorer::new(cfg, base_dir, ScoreSet::Validation)?;
     adapters.iter().map(|a| scorer.score(*a)).collect()
 }
 
@@ -210,6 +210,13 @@ fn setup<'a>(
                 use_rslora: l.use_rslora,
             };
             model.add_lora(&lora, t.seed)?;
+            // θ_0, for methods that extrapolate from the start of the trajectory.
+            let initial = checkpoint::initial_adapter(run);
+            if !initial.exists() {
+                let staging = next_files::atomic::Staging::new(&initial)?;
+                model.save_adapter(staging.path(), Some(&base_dir.display().to_string()))?;
+                staging.publish(next_files::atomic::Existing::Replace)?;
+            }
         }
     }
     model.set_train(true);

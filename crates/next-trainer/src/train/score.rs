@@ -12,7 +12,16 @@ use super::sampling;
 use crate::config::TrainConfig;
 use crate::{data, Result};
 
-/// The validation set of a config and the base model, ready to score adapters.
+/// Which problems a [`Scorer`] scores on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScoreSet {
+    /// The validation split the reports use.
+    Validation,
+    /// The selection split λ is chosen on (`data.select`).
+    Selection,
+}
+
+/// One split of a config and the base model, ready to score adapters.
 pub struct Scorer {
     model: Model,
     tok: Tokenizer,
@@ -31,12 +40,15 @@ impl std::fmt::Debug for Scorer {
 }
 
 impl Scorer {
-    /// Loads the base in `base_dir` and `cfg`'s validation set.
-    pub fn new(cfg: &TrainConfig, base_dir: &Path) -> Result<Self> {
+    /// Loads the base in `base_dir` and `cfg`'s split `set`.
+    pub fn new(cfg: &TrainConfig, base_dir: &Path, set: ScoreSet) -> Result<Self> {
         cfg.model.apply_threads();
         let tok = Tokenizer::load(base_dir)?;
-        let (_, val_rows, _) = data::load_splits(&cfg.data)?;
-        let val = data::tokenize(&val_rows, &tok, cfg.data.max_prompt_len, "validation")?;
+        let (val_rows, what) = match set {
+            ScoreSet::Validation => (data::load_splits(&cfg.data)?.1, "validation"),
+            ScoreSet::Selection => (data::load_select(&cfg.data)?, "selection"),
+        };
+        let val = data::tokenize(&val_rows, &tok, cfg.data.max_prompt_len, what)?;
         let registry = Registry::default();
         for r in &val_rows {
             registry.for_source(&r.data_source)?;

@@ -2,5 +2,6 @@
 //! in PEFT, and the update's fast paths (skipped sequences, chunked head) equal the slow ones. One test binary
 //! per crate: each module is one area.
 
+mod bases;
 mod train;
 mod update;
