@@ -21,7 +21,9 @@ use nalgebra::DVector;
 use next_trajectory::store::{Kind, Store};
 
 pub mod curves;
+pub mod diagnostics;
 pub mod extend;
+pub mod factor;
 pub mod linear;
 pub mod mlp;
 pub mod search;
@@ -345,6 +347,83 @@ impl PredictorKind {
             PredictorKind::NextReference => Box::new(mlp::NextReference::default()),
             PredictorKind::Next => Box::new(curves::Next::new(window)),
         }
+    }
+}
+
+/// A way to jump: a predictor of the rank-1 trajectory of the merged deltas (the jump adds rank
+/// to the adapter), or a method in the space of the LoRA factors (the jump keeps the rank).
+/// Configs and flags name it by its name alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Method {
+    Merged(PredictorKind),
+    Factor(factor::FactorKind),
+}
+
+impl Method {
+    /// Every method, merged-space predictors first.
+    pub fn all() -> Vec<Method> {
+        PredictorKind::ALL
+            .into_iter()
+            .map(Method::Merged)
+            .chain(factor::FactorKind::ALL.into_iter().map(Method::Factor))
+            .collect()
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Merged(k) => k.name(),
+            Method::Factor(k) => k.name(),
+        }
+    }
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Method {
+    type Err = Error;
+
+    fn from_str(name: &str) -> Result<Self> {
+        Method::all()
+            .into_iter()
+            .find(|m| m.name() == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Method::all().iter().map(|m| m.name()).collect();
+                Error::Invalid(format!(
+                    "unknown method `{name}`; available: {}",
+                    names.join(", ")
+                ))
+            })
+    }
+}
+
+impl TryFrom<String> for Method {
+    type Error = String;
+
+    fn try_from(s: String) -> std::result::Result<Self, String> {
+        s.parse().map_err(|e: Error| e.to_string())
+    }
+}
+
+impl From<Method> for String {
+    fn from(m: Method) -> String {
+        m.name().to_string()
+    }
+}
+
+#[cfg(feature = "clap")]
+impl clap::ValueEnum for Method {
+    fn value_variants<'a>() -> &'a [Self] {
+        static ALL: std::sync::OnceLock<Vec<Method>> = std::sync::OnceLock::new();
+        ALL.get_or_init(Method::all)
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.name()))
     }
 }
 
