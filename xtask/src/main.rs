@@ -1,4 +1,4 @@
-//! `cargo xtask`: project automation — setup, test, train, experiment, demo, bench, tidy. One module per task.
+//! `cargo xtask`: project automation — setup, test, train, experiment, study, demo, bench, tidy. One module per task.
 
 mod bench;
 mod setup;
@@ -23,13 +23,17 @@ tasks:
                setup if needed, then `next experiment --config configs/experiment.toml
                --out runs/experiment [ARGS]` in release mode: every method side by side,
                report in runs/experiment/report/ (--quick: a smoke run, runs/experiment-quick)
+  study [ARGS] setup if needed, then `next study --config configs/study.toml --out runs/study
+               [ARGS]` in release mode: every regime of the predict-extend study, resumable, report
+               in runs/study/report/ (--quick: a smoke run of every regime, runs/study-quick)
   smollm2 [ARGS]
                setup --with smollm2, generate the GSM-style data once, then `next train --config
                configs/smollm2-gsm.toml --out runs/smollm2-gsm [ARGS]` in release mode (CPU)
   demo [ARGS]  setup if needed, then `next demo` (the model stack end to end) in release mode
   bench model  tokens/s of decoding and forward+backward, ours vs transformers, same threads
-  bench verifiers | train | extract
-               verifier throughput, GRPO s/step vs TRL, rank-1 extraction vs merge+SVD
+  bench verifiers | train | extract | jump | smollm2
+               verifier throughput, GRPO s/step vs TRL, rank-1 extraction vs merge+SVD, the
+               cost of one jump (extract, fit, batched λ search) in RL steps, a SmolLM2 step
   tidy         check the architecture invariants (also run by `cargo test`)
 ";
 
@@ -97,6 +101,15 @@ fn run() -> Result<()> {
                 out,
                 rest,
             )
+        }
+        "study" => {
+            setup::run()?;
+            let out = if rest.iter().any(|a| a == "--quick") {
+                "runs/study-quick"
+            } else {
+                "runs/study"
+            };
+            next_release_out(&["study", "--config", "configs/study.toml"], out, rest)
         }
         "smollm2" => {
             setup::run()?;

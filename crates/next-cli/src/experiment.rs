@@ -2,7 +2,7 @@
 //! report (`<out>/report/report.md` and PNG plots) and the results table on stdout.
 
 use std::cell::Cell;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use anyhow::Result;
@@ -15,14 +15,16 @@ use serde::{Deserialize, Serialize};
 use crate::ui::{bar, ensure_base, say};
 
 /// Compare predict-extend methods with plain RL: per seed a baseline GRPO run, and from its
-/// checkpoint at each `experiment.jump_at` step a control arm (no jump) and one arm per
-/// method (extract, fit, choose λ with the verifier, jump, continue). Reports steps and wall
-/// clock to the baseline's final accuracy, paired against the control with bootstrap
+/// checkpoint at each `experiment.jump_at` step one arm per method (extract, fit, choose λ on
+/// the selection split, jump, continue) next to a control (no jump). With
+/// `experiment.lr_scales` the baseline is also trained at other learning rates on separate
+/// tuning seeds, and the best of them (B*) is a second reference. Reports steps and wall clock
+/// to targets on the way from the base accuracy to the plateau, paired by seed with bootstrap
 /// intervals, and writes `<out>/report/report.md` with PNG plots. Resumes where it stopped.
 ///
 /// The config is `next run`'s ([model], [lora], [data], [rollout], [algorithm], [optim],
-/// [trainer], [pretrain], [scheduler]) plus [experiment] (seeds, first_seed, jump_at,
-/// methods, lower_target, final_window, stop_at_target, resamples, confidence).
+/// [trainer], [pretrain], [scheduler]) plus [experiment] (see configs/experiment.toml for every
+/// key with its meaning).
 ///
 /// Example: `next experiment --config configs/experiment.toml --out runs/experiment`
 #[derive(Debug, clap::Args)]
@@ -64,7 +66,7 @@ struct Extra {
 }
 
 /// What `--quick` changes: a base that pretrains in seconds, one seed, 40 RL steps.
-const QUICK: &[&str] = &[
+pub(crate) const QUICK: &[&str] = &[
     "pretrain.out=runs/base-quick",
     "pretrain.task=add2",
     "pretrain.hidden_size=64",
@@ -94,8 +96,24 @@ pub fn run(a: Args) -> Result<()> {
         vec![]
     };
     sets.extend(a.sets.iter().cloned());
+    let done = execute(a.config.as_deref(), &sets, &a.out)?;
+    println!("{}", done.table);
+    eprintln!("report: {}", done.report.display());
+    Ok(())
+}
+
+/// A finished experiment.
+pub(crate) struct Done {
+    pub plan: Plan,
+    pub results: experiment::Results,
+    pub table: String,
+    pub report: PathBuf,
+}
+
+/// Runs (or resumes) the experiment of `config` with `sets` in `out` and writes its report.
+pub(crate) fn execute(config: Option<&Path>, sets: &[String], out: &Path) -> Result<Done> {
     let (train, extra): (_, Extra) =
-        crate::config::load_with(a.config.as_deref(), &sets, &["scheduler", "experiment"])?;
+        crate::config::load_with(config, sets, &["scheduler", "experiment"])?;
     let mut cfg = ExperimentFile {
         train,
         scheduler: extra.scheduler,
@@ -111,21 +129,21 @@ pub fn run(a: Args) -> Result<()> {
         t.val_every,
     )?;
     let base = ensure_base(&mut cfg.train)?;
-    let resolved = a.out.join("config.resolved.toml");
+    let resolved = out.join("config.resolved.toml");
     let commit = experiment::current_commit();
-    let started = experiment::open(&a.out, &cfg, &resolved, &commit)?;
+    let started = experiment::open(out, &cfg, &resolved, &commit)?;
     let text = crate::config::to_toml(&cfg)?;
     next_files::atomic::write(&resolved, text.as_bytes())?;
-    let steps = plan.steps;
+    let (steps, e) = (plan.steps, &plan.experiment);
     let arms = plan.arms().len();
-    let total: usize = plan.seeds().len()
-        * (steps
-            + plan
-                .experiment
-                .jump_at
-                .iter()
-                .map(|k| arms * (steps - k))
-                .sum::<usize>());
+    let arm_steps: usize = e.jump_at.iter().map(|k| arms * (steps - k)).sum();
+    // The tuning, then per seed its baseline, (most often) B*, and the arms.
+    let (tuning, tuned) = if e.lr_scales.is_empty() {
+        (0, 0)
+    } else {
+        (e.tuning_seeds * plan.scales().len(), usize::from(!e.at_tuned_lr))
+    };
+    let total = tuning * steps + plan.seeds().len() * ((1 + tuned) * steps + arm_steps);
     let pb = bar(total as u64, "experiment")?;
     // RL steps finished in earlier runs, and where the current run started.
     let done = Rc::new(Cell::new(0u64));
@@ -149,8 +167,15 @@ pub fn run(a: Args) -> Result<()> {
             }
         }),
     );
-    let results = experiment::run(&mut engine, &plan, &a.out, &mut |e| match e {
-        Event::Stage { seed, what } => pb.set_message(format!("seed {seed}: {what}")),
+    let results = experiment::run(&mut engine, &plan, out, &mut |e| match e {
+        Event::Stage { seed, what } => {
+            let line = format!("seed {seed}: {what}");
+            // A log (output not a terminal) gets every stage as a line.
+            if pb.is_hidden() {
+                eprintln!("{line}");
+            }
+            pb.set_message(line)
+        }
         Event::Candidate { lambda, score } => {
             pb.set_message(format!("λ {lambda:.3} -> validation {score:.3}"))
         }
@@ -188,14 +213,20 @@ pub fn run(a: Args) -> Result<()> {
         format!("{started} (report written by {commit})")
     };
     let r = report::write(
-        &a.out.join("report"),
-        &plan,
-        &results,
-        &text,
-        &stamp,
-        store.as_ref(),
+        &out.join("report"),
+        &report::Input {
+            plan: &plan,
+            results: &results,
+            config: &text,
+            commit: &stamp,
+            select_size: cfg.train.data.select_size,
+            trajectory: store.as_ref(),
+        },
     )?;
-    println!("{}", r.table);
-    eprintln!("report: {} ({} plots)", r.markdown.display(), r.plots.len());
-    Ok(())
+    Ok(Done {
+        plan,
+        results,
+        table: r.table,
+        report: r.markdown,
+    })
 }

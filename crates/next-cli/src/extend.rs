@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use next_files::atomic::Existing;
-use next_predictor::{PredictorKind, Trajectory};
+use next_predictor::{Method, PredictorKind, Trajectory};
 use next_scheduler::jump::{self, Predictor};
-use next_scheduler::{Engine, InProcess, SchedulerSection, SearchKind};
+use next_scheduler::{Engine, InProcess, SchedulerSection, ScoreSet, SearchKind};
 use next_trainer::config::TrainConfig;
 
 /// Jump a LoRA run forward along its predicted rank-1 trajectory.
@@ -27,9 +27,10 @@ pub struct Args {
     /// The trajectory store, when it is not <run>/trajectory.
     #[arg(long)]
     store: Option<PathBuf>,
-    /// The predictor to fit.
+    /// The method: a predictor of the merged rank-1 trajectory (the adapter grows by --rank)
+    /// or a factor-space method (the rank stays; reads the run's checkpoints, needs --run).
     #[arg(long, value_enum, required_unless_present = "fitted")]
-    predictor: Option<PredictorKind>,
+    predictor: Option<Method>,
     /// A predictor fitted by `next fit` on this trajectory, instead of fitting here.
     #[arg(long, conflicts_with = "predictor")]
     fitted: Option<PathBuf>,
@@ -110,8 +111,8 @@ pub fn run(a: Args) -> Result<()> {
     let plan = jump::Plan {
         predictor: match (&a.fitted, a.predictor) {
             (Some(dir), _) => Predictor::Fitted(dir.clone()),
-            (None, Some(kind)) => Predictor::Fit {
-                kind,
+            (None, Some(method)) => Predictor::Fit {
+                method,
                 window: a.window,
             },
             (None, None) => unreachable!("clap requires --predictor or --fitted"),
@@ -125,8 +126,21 @@ pub fn run(a: Args) -> Result<()> {
         Some(_) => Some(engine(a.run.as_deref(), "--search")?),
         None => None,
     };
-    let j = jump::jump(
-        &store_dir,
+    // Factor-space methods read the run's checkpoints; predictors of the merged trajectory
+    // read only the store.
+    let source = match (&a.run, a.predictor) {
+        (Some(run), Some(Method::Factor(_))) => jump::Source::of_run(run, None, &store_dir)?,
+        (None, Some(Method::Factor(m))) => {
+            anyhow::bail!("--predictor {m} works on the factors of a run's checkpoints: give --run")
+        }
+        _ => jump::Source {
+            store: store_dir.clone(),
+            checkpoints: vec![],
+            initial: None,
+        },
+    };
+    let (j, _) = jump::jump(
+        &source,
         &adapter,
         &plan,
         scorer.as_mut().map(|e| e as &mut dyn Engine),
@@ -149,8 +163,8 @@ pub fn run(a: Args) -> Result<()> {
             Some(e) => e,
             None => engine(a.run.as_deref(), "--eval")?,
         };
-        let (before, _) = e.score(&adapter)?;
-        let (after, _) = e.score(&a.out)?;
+        let (before, _) = e.score(&adapter, ScoreSet::Validation)?;
+        let (after, _) = e.score(&a.out, ScoreSet::Validation)?;
         println!(
             "{}",
             serde_json::json!({"predictor": j.predictor, "lambda": j.lambda, "horizon": horizon, "before": before, "after": after})

@@ -9,6 +9,7 @@ mod extend;
 mod generate;
 mod import;
 mod run;
+mod study;
 mod train;
 mod trajectory;
 mod ui;
@@ -49,6 +50,9 @@ enum Command {
     /// Every method side by side: baseline, control and one arm per predictor on the same
     /// seeds, with paired bootstrap intervals and a report with plots.
     Experiment(experiment::Args),
+    /// Where predict-extend pays off: several regimes, each an experiment with a tuned
+    /// baseline, and one report across them.
+    Study(study::Args),
     /// Fit a predictor on a run's trajectory store and save it (used by `next extend --fitted`).
     Fit(extend::FitArgs),
     /// Jump an adapter forward along its predicted trajectory (writes a PEFT adapter).
@@ -76,6 +80,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Extend(args) => extend::run(args),
         Command::Fit(args) => extend::fit(args),
         Command::Run(args) => run::run(args),
+        Command::Study(args) => study::run(args),
     }
 }
 

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use next_predictor::{PredictorKind, Trajectory};
 use next_scheduler::jump::extract_run;
-use next_scheduler::{Engine, InProcess};
+use next_scheduler::{Engine, InProcess, ScoreSet};
 use next_trainer::train::evaluate;
 use next_trainer::TrainConfig;
 use next_trajectory::store::Store;
@@ -63,7 +63,7 @@ fn main() {
     // One validation pass (1,000 problems, greedy) with the model already loaded.
     let mut val = vec![];
     for _ in 0..3 {
-        val.push(timed(|| engine.score(&adapter).expect("score")).1);
+        val.push(timed(|| engine.score(&adapter, ScoreSet::Validation).expect("score")).1);
     }
     let validation_s = median(val);
 
@@ -118,17 +118,17 @@ fn main() {
                "seconds": alone_s}),
         json!({"what": format!("batched, {} problems", cfg.data.val_size), "seconds": batched_s}),
     ];
-    // On a smaller selection set (the scorer loaded beforehand, as an engine keeps it).
+    // On the selection split (the scorer loaded beforehand, as an engine keeps it).
     for n in [256, 128] {
         let mut c = cfg.clone();
-        c.data.val_size = n;
+        c.data.select_size = n;
         let mut e = InProcess::new(c, base.clone(), Box::new(|_, _| {}));
-        e.score(&adapter).expect("warm up");
+        e.score(&adapter, ScoreSet::Selection).expect("warm up");
         let (_, secs) = timed(|| {
             e.score_jumps(&adapter, &predictions, 1, &grid)
                 .expect("score")
         });
-        searches.push(json!({"what": format!("batched, {n} problems"), "seconds": secs}));
+        searches.push(json!({"what": format!("batched, selection split of {n}"), "seconds": secs}));
     }
 
     let report = json!({

@@ -3,7 +3,7 @@
 //! config is read, with the key named.
 
 use next_predictor::search::Search;
-use next_predictor::PredictorKind;
+use next_predictor::{Method, PredictorKind};
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
@@ -29,7 +29,8 @@ pub struct SchedulerSection {
     pub segment_steps: usize,
     /// Jumps (predict-extend rounds); the last segment trains to `trainer.steps`.
     pub rounds: usize,
-    pub predictor: PredictorKind,
+    /// How to jump: a predictor of the merged rank-1 trajectory or a factor-space method.
+    pub predictor: Method,
     /// Steps each jump predicts ahead (also the store's target gap); a multiple of
     /// `trainer.save_every`.
     pub horizon: u64,
@@ -43,7 +44,8 @@ pub struct SchedulerSection {
     /// Latest checkpoints the linear fits use (0: all).
     pub window: usize,
     /// Continue after a jump with the AdamW moments of the checkpoint jumped from (the
-    /// factors the jump adds start at zero) instead of fresh ones.
+    /// factors the jump adds start at zero); false restarts them (an ablation: the restart
+    /// alone costs more steps than a jump gains at conservative learning rates).
     pub keep_moments: bool,
 }
 
@@ -52,7 +54,7 @@ impl Default for SchedulerSection {
         Self {
             segment_steps: 100,
             rounds: 1,
-            predictor: PredictorKind::LinearRelex,
+            predictor: Method::Merged(PredictorKind::LinearRelex),
             horizon: 50,
             search: SearchKind::Grid,
             grid: (1..=8).map(|i| i as f64 * 0.5).collect(),
@@ -61,7 +63,7 @@ impl Default for SchedulerSection {
             evals: 6,
             rank: 1,
             window: 0,
-            keep_moments: false,
+            keep_moments: true,
         }
     }
 }

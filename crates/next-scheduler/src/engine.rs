@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use next_predictor::Prediction;
 use next_trainer::checkpoint;
 use next_trainer::config::TrainConfig;
-use next_trainer::train::{self, Event, Scorer};
+use next_trainer::train::{self, Event, ScoreSet, Scorer};
 
 use crate::{Engine, Result};
 
@@ -20,24 +20,33 @@ pub struct InProcess<'a> {
     pub base: PathBuf,
     /// Training progress (steps, validations, checkpoints) of every segment.
     pub on_train: TrainProgress<'a>,
-    scorer: Option<Scorer>,
+    /// The configured learning rate, which `set_lr_scale` multiplies.
+    lr: f64,
+    validation: Option<Scorer>,
+    selection: Option<Scorer>,
 }
 
 impl<'a> InProcess<'a> {
     pub fn new(cfg: TrainConfig, base: PathBuf, on_train: TrainProgress<'a>) -> Self {
         InProcess {
+            lr: cfg.optim.lr,
             cfg,
             base,
             on_train,
-            scorer: None,
+            validation: None,
+            selection: None,
         }
     }
 
-    fn scorer(&mut self) -> Result<&mut Scorer> {
-        if self.scorer.is_none() {
-            self.scorer = Some(Scorer::new(&self.cfg, &self.base)?);
+    fn scorer(&mut self, set: ScoreSet) -> Result<&mut Scorer> {
+        let slot = match set {
+            ScoreSet::Validation => &mut self.validation,
+            ScoreSet::Selection => &mut self.selection,
+        };
+        if slot.is_none() {
+            *slot = Some(Scorer::new(&self.cfg, &self.base, set)?);
         }
-        Ok(self.scorer.as_mut().expect("just made"))
+        Ok(slot.as_mut().expect("just made"))
     }
 }
 
@@ -58,8 +67,8 @@ impl Engine for InProcess<'_> {
         Ok(())
     }
 
-    fn score(&mut self, adapter: &Path) -> Result<(f64, u64)> {
-        Ok(self.scorer()?.score(Some(adapter))?)
+    fn score(&mut self, adapter: &Path, set: ScoreSet) -> Result<(f64, u64)> {
+        Ok(self.scorer(set)?.score(Some(adapter))?)
     }
 
     fn score_jumps(
@@ -84,7 +93,9 @@ impl Engine for InProcess<'_> {
                 (module, terms)
             })
             .collect();
-        Ok(self.scorer()?.score_jumps(adapter, &terms, lambdas)?)
+        Ok(self
+            .scorer(ScoreSet::Selection)?
+            .score_jumps(adapter, &terms, lambdas)?)
     }
 
     fn start_from(
@@ -112,5 +123,9 @@ impl Engine for InProcess<'_> {
 
     fn set_seed(&mut self, seed: u64) {
         self.cfg.trainer.seed = seed;
+    }
+
+    fn set_lr_scale(&mut self, scale: f64) {
+        self.cfg.optim.lr = self.lr * scale;
     }
 }

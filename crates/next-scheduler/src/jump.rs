@@ -1,22 +1,37 @@
 //! One jump, the same for `next run`, `next extend` and `next experiment`: extract a run's
-//! rank-1 trajectory, fit a predictor (or load a fitted one), score λ candidates with the
-//! task's verifier against no jump, and write the chosen adapter with `extend.json`.
+//! rank-1 trajectory, fit a predictor (or load a fitted one, or take a factor-space method),
+//! score λ candidates on the selection split against no jump, and write the chosen adapter with
+//! `extend.json`.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use nalgebra::DMatrix;
 use next_files::atomic::{Existing, Staging};
 use next_predictor::extend::write_extended_into;
+use next_predictor::factor::{self, FactorJump, FactorSeries};
 use next_predictor::search::{self, Candidate, Search};
-use next_predictor::{PredictorKind, Trajectory};
+use next_predictor::{Method, Prediction, Trajectory};
 use next_trajectory::extract::{extract, Input, Options};
 use next_trajectory::layout::{discover, Format};
 use next_trajectory::store::Store;
 use serde::{Deserialize, Serialize};
 
-use crate::{Engine, Error, Result};
+use crate::{Engine, Error, Result, ScoreSet};
 
 /// The record of a jump, `extend.json` beside the adapter it wrote.
 pub const RECORD: &str = "extend.json";
+
+/// The checkpoints of the run `run` (this project's, verl's or TRL's) up to step `until` (all
+/// when None), as `(step, adapter directory)`.
+pub fn checkpoints(run: &Path, until: Option<usize>) -> Result<Vec<(u64, PathBuf)>> {
+    let (_, cps) = discover(run, None)?;
+    Ok(cps
+        .into_iter()
+        .filter(|c| until.is_none_or(|u| c.step as usize <= u))
+        .map(|c| (c.step, c.dir))
+        .collect())
+}
 
 /// Extracts the rank-1 store of `run`'s checkpoints (those up to step `until`, or all) into
 /// `store` with target gap `horizon`; incremental. Returns the seconds it took.
@@ -27,14 +42,12 @@ pub fn extract_run(run: &Path, until: Option<usize>, horizon: u64, store: &Path)
             dir: run.to_owned(),
             format: Some(Format::Next),
         },
-        Some(step) => {
-            let (_, cps) = discover(run, Some(Format::Next))?;
-            Input::List(
-                cps.into_iter()
-                    .filter(|c| c.step as usize <= step)
-                    .collect(),
-            )
-        }
+        Some(_) => Input::List(
+            checkpoints(run, until)?
+                .into_iter()
+                .map(|(step, dir)| next_trajectory::layout::Checkpoint { step, dir })
+                .collect(),
+        ),
     };
     let opts = Options {
         target_gap: Some(horizon),
@@ -44,15 +57,15 @@ pub fn extract_run(run: &Path, until: Option<usize>, horizon: u64, store: &Path)
     Ok(t.elapsed().as_secs_f64())
 }
 
-/// Where the predictor comes from.
+/// Where the method comes from.
 #[derive(Debug, Clone)]
 pub enum Predictor {
     /// Fitted here (`window`: the latest checkpoints the linear fits use).
     Fit {
-        kind: PredictorKind,
+        method: Method,
         window: Option<usize>,
     },
-    /// Fitted earlier by `next fit` (refused on another trajectory).
+    /// A merged-space predictor fitted earlier by `next fit` (refused on another trajectory).
     Fitted(PathBuf),
 }
 
@@ -62,11 +75,32 @@ pub struct Plan {
     pub predictor: Predictor,
     /// Steps ahead to predict.
     pub horizon: u64,
-    /// Rank-1 terms added to the adapter.
+    /// Rank-1 terms added to the adapter (merged-space predictors).
     pub rank: usize,
     /// How λ is chosen (needs a scorer), or None for `lambda` as is.
     pub search: Option<Search>,
     pub lambda: f64,
+}
+
+/// Where a jump reads the trajectory: the rank-1 store (merged-space predictors) and the
+/// checkpoints with the run's initial adapter (factor-space methods).
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub store: PathBuf,
+    pub checkpoints: Vec<(u64, PathBuf)>,
+    pub initial: Option<PathBuf>,
+}
+
+impl Source {
+    /// The checkpoints of `run` up to `until`, its store in `store`, its initial adapter if kept.
+    pub fn of_run(run: &Path, until: Option<usize>, store: &Path) -> Result<Self> {
+        let initial = next_trainer::checkpoint::initial_adapter(run);
+        Ok(Source {
+            store: store.to_owned(),
+            checkpoints: checkpoints(run, until)?,
+            initial: initial.is_dir().then_some(initial),
+        })
+    }
 }
 
 /// `extend.json`: what was predicted, every candidate scored, and the λ chosen.
@@ -83,14 +117,15 @@ pub struct Jump {
     pub store: PathBuf,
     /// The fitted predictor's summary (losses, chosen curves, ...).
     pub state: serde_json::Value,
-    /// In evaluation order, λ = 0 (no jump) first; empty without a search.
+    /// In evaluation order, λ = 0 (no jump) first; empty without a search. Scores are on the
+    /// selection split.
     pub candidates: Vec<Candidate>,
     /// Fitting the predictor and predicting.
     pub fit_seconds: f64,
     /// Scoring the candidates.
     pub search_seconds: f64,
     pub search_tokens: u64,
-    /// The validation score of the chosen adapter (None without a search).
+    /// The selection score of the chosen adapter (None without a search).
     pub score: Option<f64>,
     /// The written adapter's rank and alpha.
     pub r: usize,
@@ -100,88 +135,180 @@ pub struct Jump {
 impl Jump {
     /// (λ, score) of every candidate, in evaluation order.
     pub fn scores(&self) -> Vec<(f64, f64)> {
-        self.candidates
-            .iter()
-            .map(|c| (c.lambda, c.score))
-            .collect()
+        self.candidates.iter().map(|c| (c.lambda, c.score)).collect()
     }
 }
 
-/// Fits the predictor on the store at `store_dir`, predicts from `adapter`, chooses λ (scored
-/// by `scorer` when the plan searches; λ = 0 is always a candidate), and writes the jumped
-/// adapter with `extend.json` into `out` as one directory (`existing` says whether an old one
-/// is replaced). `on_candidate` sees each (λ, score) as it is scored.
+/// What a jump predicted, kept in memory for diagnostics.
+#[derive(Debug, Clone)]
+pub enum Predicted {
+    Merged(Vec<Prediction>),
+    Factor(FactorJump),
+}
+
+impl Predicted {
+    /// The change of candidate λ = 1 from the adapter jumped from, per module, dense.
+    pub fn change(&self) -> BTreeMap<String, DMatrix<f64>> {
+        match self {
+            Predicted::Merged(p) => next_predictor::diagnostics::dense(p),
+            Predicted::Factor(f) => f.merged_change(),
+        }
+    }
+}
+
+/// Fits the method on `source`, predicts from `adapter`, chooses λ (scored on the selection
+/// split by `scorer` when the plan searches; λ = 0 is always a candidate), and writes the
+/// jumped adapter with `extend.json` into `out` as one directory (`existing` says whether an old
+/// one is replaced). `on_candidate` sees each (λ, score) as it is scored.
 pub fn jump(
-    store_dir: &Path,
+    source: &Source,
     adapter: &Path,
     plan: &Plan,
     scorer: Option<&mut dyn Engine>,
     out: &Path,
     existing: Existing,
     on_candidate: &mut dyn FnMut(f64, f64),
-) -> Result<Jump> {
+) -> Result<(Jump, Predicted)> {
     if existing == Existing::Refuse && out.exists() {
         return Err(Error::Config(format!(
             "{} already exists; choose a new --out",
             out.display()
         )));
     }
-    let t = std::time::Instant::now();
-    let store = Store::open(store_dir)?;
-    if store.index.format == Format::Full {
-        return Err(Error::Config(format!(
-            "{}: extension writes LoRA adapters; this store was extracted from full weights",
-            store_dir.display()
-        )));
+    if plan.search.is_some() && scorer.is_none() {
+        return Err(Error::Config(
+            "choosing λ needs a run of this project to score candidates with".into(),
+        ));
     }
-    let trajectory = Trajectory::from_store(&store)?;
-    let predictor = match &plan.predictor {
-        Predictor::Fit { kind, window } => {
-            let mut p = kind.build(*window);
-            p.fit(&trajectory)?;
-            p
+    let t = std::time::Instant::now();
+    let (name, state, from_step, predicted) = match &plan.predictor {
+        Predictor::Fit {
+            method: Method::Factor(kind),
+            ..
+        } => {
+            let series = FactorSeries::read(&source.checkpoints, source.initial.as_deref())?;
+            let j = factor::predict(*kind, &series, plan.horizon)?;
+            let step = series.steps.last().copied().unwrap_or(0);
+            (kind.name().to_string(), serde_json::json!({}), step, Predicted::Factor(j))
         }
-        Predictor::Fitted(dir) => next_predictor::load_fitted(dir, &trajectory)?,
+        merged => {
+            let store = Store::open(&source.store)?;
+            if store.index.format == Format::Full {
+                return Err(Error::Config(format!(
+                    "{}: extension writes LoRA adapters; this store was extracted from full weights",
+                    source.store.display()
+                )));
+            }
+            let trajectory = Trajectory::from_store(&store)?;
+            let p = match merged {
+                Predictor::Fit {
+                    method: Method::Merged(kind),
+                    window,
+                } => {
+                    let mut p = kind.build(*window);
+                    p.fit(&trajectory)?;
+                    p
+                }
+                Predictor::Fitted(dir) => next_predictor::load_fitted(dir, &trajectory)?,
+                Predictor::Fit { .. } => unreachable!("factor methods are handled above"),
+            };
+            let predictions = p.predict(&trajectory, plan.horizon, plan.rank)?;
+            (
+                p.name().to_string(),
+                p.state(),
+                trajectory.last_step(),
+                Predicted::Merged(predictions),
+            )
+        }
     };
-    let predictions = predictor.predict(&trajectory, plan.horizon, plan.rank)?;
     let fit_seconds = t.elapsed().as_secs_f64();
     let candidates = match (&plan.search, scorer) {
-        (None, _) => vec![],
-        (Some(_), None) => {
-            return Err(Error::Config(
-                "choosing λ needs a run of this project to score candidates with".into(),
-            ))
-        }
         (Some(how), Some(engine)) => search::run(how, &mut |lambdas: &[f64]| {
-            let scores = engine.score_jumps(adapter, &predictions, plan.rank, lambdas)?;
+            let scores = score(engine, adapter, &predicted, plan.rank, lambdas)?;
             for (&l, (s, _)) in lambdas.iter().zip(&scores) {
                 on_candidate(l, *s);
             }
             Ok::<_, Error>(scores)
         })?,
+        _ => vec![],
     };
     let best = search::best(&candidates);
     let lambda = best.map_or(plan.lambda, |c| c.lambda);
     let staging = Staging::new(out)?;
-    let ext = write_extended_into(adapter, &predictions, lambda, plan.rank, staging.path())?;
+    let (r, lora_alpha) = write(&predicted, adapter, lambda, plan.rank, staging.path())?;
     let record = Jump {
-        predictor: predictor.name().to_string(),
+        predictor: name,
         lambda,
         horizon: plan.horizon,
         rank: plan.rank,
-        from_step: trajectory.last_step(),
+        from_step,
         adapter: adapter.to_owned(),
-        store: store_dir.to_owned(),
-        state: predictor.state(),
+        store: source.store.clone(),
+        state,
         fit_seconds,
         search_seconds: candidates.iter().map(|c| c.seconds).sum(),
         search_tokens: candidates.iter().map(|c| c.tokens).sum(),
         score: best.map(|c| c.score),
         candidates,
-        r: ext.r,
-        lora_alpha: ext.lora_alpha,
+        r,
+        lora_alpha,
     };
     next_files::json::write(&staging.path().join(RECORD), &record)?;
     staging.publish(existing)?;
-    Ok(record)
+    Ok((record, predicted))
+}
+
+/// Writes candidate λ into the directory `dir`; returns its rank and alpha.
+fn write(
+    predicted: &Predicted,
+    adapter: &Path,
+    lambda: f64,
+    rank: usize,
+    dir: &Path,
+) -> Result<(usize, f64)> {
+    Ok(match predicted {
+        Predicted::Merged(p) => {
+            let ext = write_extended_into(adapter, p, lambda, rank, dir)?;
+            (ext.r, ext.lora_alpha)
+        }
+        Predicted::Factor(f) => {
+            f.write_into(lambda, dir)?;
+            let a = next_trajectory::adapter::Adapter::open(dir)?;
+            (a.r, a.alpha)
+        }
+    })
+}
+
+/// Selection scores of the candidates λ: merged-space jumps through the engine's batched
+/// scoring, factor-space ones written as adapters and scored one by one.
+fn score(
+    engine: &mut dyn Engine,
+    adapter: &Path,
+    predicted: &Predicted,
+    rank: usize,
+    lambdas: &[f64],
+) -> Result<Vec<(f64, u64)>> {
+    match predicted {
+        Predicted::Merged(p) => engine.score_jumps(adapter, p, rank, lambdas),
+        Predicted::Factor(_) => {
+            let scratch = tempfile::Builder::new()
+                .prefix("next-lambda-")
+                .tempdir()
+                .map_err(|e| next_files::Error::io(std::env::temp_dir(), e))?;
+            lambdas
+                .iter()
+                .enumerate()
+                .map(|(i, &l)| {
+                    if l == 0.0 {
+                        return engine.score(adapter, ScoreSet::Selection);
+                    }
+                    let dir = scratch.path().join(format!("candidate-{i}"));
+                    std::fs::create_dir_all(&dir)
+                        .map_err(|e| next_files::Error::io(&dir, e))?;
+                    write(predicted, adapter, l, rank, &dir)?;
+                    engine.score(&dir, ScoreSet::Selection)
+                })
+                .collect()
+        }
+    }
 }

@@ -19,6 +19,7 @@
 use std::path::Path;
 
 use next_predictor::Prediction;
+pub use next_trainer::train::ScoreSet;
 
 mod config;
 mod engine;
@@ -27,6 +28,7 @@ pub mod jump;
 pub mod report;
 mod run;
 pub mod stats;
+pub mod study;
 
 pub use config::{SchedulerSection, SearchKind};
 pub use engine::{InProcess, TrainProgress};
@@ -57,9 +59,10 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
 pub trait Engine {
     /// Trains `run` (resuming from its last checkpoint) until `step`; checkpoints at `step`.
     fn train(&mut self, run: &Path, step: usize) -> Result<()>;
-    /// Validation reward of the base with `adapter`, and the tokens generated to score it.
-    fn score(&mut self, adapter: &Path) -> Result<(f64, u64)>;
-    /// The validation reward (and tokens) of `adapter` jumped by λ times `predictions` (their
+    /// The greedy reward of the base with `adapter` on the split `set`, and the tokens
+    /// generated to score it.
+    fn score(&mut self, adapter: &Path, set: ScoreSet) -> Result<(f64, u64)>;
+    /// The selection reward (and tokens) of `adapter` jumped by λ times `predictions` (their
     /// first `rank` terms), for each λ of `lambdas`; λ = 0 is `adapter` itself. The default
     /// writes each candidate as an adapter in a temporary directory and scores it alone.
     fn score_jumps(
@@ -77,10 +80,10 @@ pub trait Engine {
         for (i, &lambda) in lambdas.iter().enumerate() {
             let dir = scratch.path().join(format!("candidate-{i}"));
             let scored = if lambda == 0.0 {
-                self.score(adapter)?
+                self.score(adapter, ScoreSet::Selection)?
             } else {
                 next_predictor::extend::write_extended(adapter, predictions, lambda, rank, &dir)?;
-                self.score(&dir)?
+                self.score(&dir, ScoreSet::Selection)?
             };
             out.push(scored);
         }
@@ -98,4 +101,7 @@ pub trait Engine {
     ) -> Result<()>;
     /// The trainer seed (sampling, data order) of the runs trained from now on.
     fn set_seed(&mut self, seed: u64);
+    /// The multiple of the configured learning rate the runs trained from now on use (a tuned
+    /// baseline trains at several).
+    fn set_lr_scale(&mut self, scale: f64);
 }

@@ -150,7 +150,7 @@ fn extend(
     let round_dir = run.join("extend").join(format!("round-{r}"));
     let plan = jump::Plan {
         predictor: Predictor::Fit {
-            kind: cfg.predictor,
+            method: cfg.predictor,
             window: cfg.window(),
         },
         horizon: cfg.horizon,
@@ -158,8 +158,8 @@ fn extend(
         search: cfg.search()?,
         lambda: cfg.lambda,
     };
-    let j = jump::jump(
-        &store_dir,
+    let (j, _) = jump::jump(
+        &jump::Source::of_run(&seg, Some(step), &store_dir)?,
         &adapter,
         &plan,
         Some(&mut *engine),

@@ -1,10 +1,14 @@
-//! Paired statistics for the experiment: the relative saving of a method against the control
-//! on the same seeds, with a percentile bootstrap interval over the seeds, and the verdict it
+//! Statistics of the experiment: the targets (levels on the way from the base accuracy to the
+//! plateau), read off curves smoothed over a few validations; what reaching one cost in steps
+//! and wall clock; the tuned baseline; and the relative saving of a method against a reference
+//! on the same seeds, with a percentile bootstrap interval over the seeds and the verdict it
 //! supports.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
+
+use crate::experiment::{Baseline, JumpCost, Plan, Point};
 
 /// An estimate with its confidence interval (NaN bounds with fewer than two pairs).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -110,6 +114,154 @@ pub fn paired_saving(
         hi: q(1.0 - tail),
         n,
     }
+}
+
+/// The targets of an experiment: `base + f (plateau − base)` for each fraction f, with the base
+/// accuracy and the plateau (final accuracy) averaged over the same-LR baselines.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Targets {
+    pub base: f64,
+    pub plateau: f64,
+    /// (fraction, accuracy level)
+    pub levels: Vec<(f64, f64)>,
+}
+
+impl Targets {
+    pub fn new(fractions: &[f64], baselines: &[&Baseline]) -> Self {
+        let mean = |f: &dyn Fn(&Baseline) -> f64| {
+            baselines.iter().map(|b| f(b)).sum::<f64>() / baselines.len().max(1) as f64
+        };
+        let base = mean(&|b| b.curve.first().map_or(f64::NAN, |p| p.accuracy));
+        let plateau = mean(&|b| b.target);
+        Targets {
+            base,
+            plateau,
+            levels: fractions
+                .iter()
+                .map(|&f| (f, base + f * (plateau - base)))
+                .collect(),
+        }
+    }
+
+    /// The accuracy level of fraction `f`.
+    pub fn level(&self, f: f64) -> f64 {
+        self.levels
+            .iter()
+            .find(|(x, _)| *x == f)
+            .map_or(f64::NAN, |l| l.1)
+    }
+}
+
+/// The curve with each accuracy replaced by the mean of it and the `n − 1` validations before.
+pub fn smoothed(curve: &[Point], n: usize) -> Vec<Point> {
+    (0..curve.len())
+        .map(|i| {
+            let w = &curve[i.saturating_sub(n.max(1) - 1)..=i];
+            Point {
+                accuracy: w.iter().map(|p| p.accuracy).sum::<f64>() / w.len() as f64,
+                ..curve[i]
+            }
+        })
+        .collect()
+}
+
+/// What reaching a target cost one run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Cost {
+    /// RL steps to the first smoothed validation at or above the level; a run that never gets
+    /// there counts one validation interval past its end.
+    pub steps: f64,
+    pub reached: bool,
+    /// Wall clock as measured (its RL steps and jump overheads).
+    pub measured: f64,
+    /// Wall clock as modelled: the steps at the baseline's median seconds per step, plus the
+    /// measured overhead of every jump made before the target was reached.
+    pub modelled: f64,
+}
+
+/// The cost of reaching `level` on `curve` (jumps `jumps`; `step_seconds` the median RL step of
+/// the seed's baseline).
+pub fn cost(curve: &[Point], level: f64, plan: &Plan, step_seconds: f64, jumps: &[JumpCost]) -> Cost {
+    let smooth = smoothed(curve, plan.experiment.smooth);
+    let overhead = |step: usize| -> f64 {
+        jumps
+            .iter()
+            .filter(|j| j.step <= step)
+            .map(|j| j.seconds)
+            .sum()
+    };
+    if let Some(p) = smooth.iter().find(|p| p.accuracy >= level) {
+        return Cost {
+            steps: p.step as f64,
+            reached: true,
+            measured: p.seconds,
+            modelled: p.step as f64 * step_seconds + overhead(p.step),
+        };
+    }
+    let never = plan.steps + plan.val_every;
+    let last = curve.last().copied().unwrap_or(Point {
+        step: 0,
+        accuracy: f64::NAN,
+        seconds: 0.0,
+    });
+    let per_step = if last.step > 0 {
+        last.seconds / last.step as f64
+    } else {
+        0.0
+    };
+    Cost {
+        steps: never as f64,
+        reached: false,
+        measured: last.seconds + never.saturating_sub(last.step) as f64 * per_step,
+        modelled: never as f64 * step_seconds + overhead(never),
+    }
+}
+
+/// Mean steps to the headline target of each learning-rate multiple's tuning baselines, with
+/// targets from the same-LR ones: `(scale, mean steps, mean final accuracy)`, by scale.
+pub fn scale_costs(plan: &Plan, tuning: &[Baseline]) -> Vec<(f64, f64, f64)> {
+    let same: Vec<&Baseline> = tuning.iter().filter(|b| b.lr_scale == 1.0).collect();
+    let level = Targets::new(&[plan.experiment.headline], &same).level(plan.experiment.headline);
+    plan.scales()
+        .into_iter()
+        .filter_map(|s| {
+            let runs: Vec<&Baseline> = tuning.iter().filter(|b| b.lr_scale == s).collect();
+            if runs.is_empty() {
+                return None;
+            }
+            let n = runs.len() as f64;
+            let steps = runs
+                .iter()
+                .map(|b| cost(&b.curve, level, plan, b.step_seconds, &[]).steps)
+                .sum::<f64>()
+                / n;
+            let fin = runs.iter().map(|b| b.target).sum::<f64>() / n;
+            Some((s, steps, fin))
+        })
+        .collect()
+}
+
+/// B*: the learning-rate multiple whose tuning baselines reach the headline target in the
+/// fewest steps (ties: the higher final accuracy).
+pub fn tuned_scale(plan: &Plan, tuning: &[Baseline]) -> f64 {
+    scale_costs(plan, tuning)
+        .into_iter()
+        .min_by(|a, b| a.1.total_cmp(&b.1).then(b.2.total_cmp(&a.2)))
+        .map_or(1.0, |c| c.0)
+}
+
+/// The learning-rate multiple at which a baseline would need `steps` to the headline target:
+/// log-linear between the two tuned multiples whose mean steps bracket it (None outside).
+pub fn equivalent_scale(costs: &[(f64, f64, f64)], steps: f64) -> Option<f64> {
+    costs.windows(2).find_map(|w| {
+        let ((s0, n0, _), (s1, n1, _)) = (w[0], w[1]);
+        let (lo, hi) = (n0.min(n1), n0.max(n1));
+        if !(lo..=hi).contains(&steps) {
+            return None;
+        }
+        let t = if n1 == n0 { 0.0 } else { (steps - n0) / (n1 - n0) };
+        Some((s0.ln() + t * (s1.ln() - s0.ln())).exp())
+    })
 }
 
 /// Mean and sample standard deviation (0 for one value, NaN for none).

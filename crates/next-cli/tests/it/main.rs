@@ -6,6 +6,7 @@ mod extract;
 mod import;
 mod reasoning_gym;
 mod run;
+mod study;
 mod train;
 mod verify;
 

@@ -12,17 +12,21 @@ use serde::{Deserialize, Serialize};
 
 use super::metrics::{curve, read};
 use super::CONTROL;
-use super::{accuracy_at, k_dir, reached, seed_dir, Arm, Baseline, Event, Overhead, Plan, Point};
+use super::{
+    accuracy_at, baseline_dir, k_dir, Arm, Baseline, Diagnostics, Event, JumpCost,
+    Overhead, Plan, Point,
+};
 use crate::jump::{self, Predictor};
-use crate::{Engine, Error, Result};
+use crate::{stats, Engine, Error, Result, ScoreSet};
 
 /// What the arms of an experiment share: the engine, the plan, the directory, the progress
-/// callback.
+/// callback, and the accuracy at which an arm stops (`experiment.stop_at_target`).
 pub(super) struct Ctx<'a> {
     pub engine: &'a mut dyn Engine,
     pub plan: &'a Plan,
     pub out: &'a Path,
     pub on_event: &'a mut dyn FnMut(Event),
+    pub stop: Option<f64>,
 }
 
 /// A jump an arm starts a segment from, and what it cost (`jump.json`).
@@ -34,15 +38,36 @@ struct Jump {
     adapter: PathBuf,
     /// Validation accuracy of `adapter`.
     accuracy: f64,
+    /// (h, cosine of the predicted change with the baseline's change over h steps).
+    #[serde(default)]
+    cosine: Vec<(u64, f64)>,
+}
+
+/// The mean of `key` over the metrics rows of `run` with steps in `(from, to]`; NaN when there
+/// are none (an arm that reached the stop level at its jump never trained).
+fn window_mean(run: &Path, key: &str, from: usize, to: usize) -> Result<f64> {
+    if !run.join(next_trainer::metrics::METRICS).is_file() {
+        return Ok(f64::NAN);
+    }
+    let v: Vec<f64> = read(run)?
+        .iter()
+        .filter(|r| r.step > from && r.step <= to)
+        .filter_map(|r| r.get(key))
+        .collect();
+    Ok(if v.is_empty() {
+        f64::NAN
+    } else {
+        v.iter().sum::<f64>() / v.len() as f64
+    })
 }
 
 /// One segment of an arm: its run directory, where it starts (step, wall seconds so far),
-/// where it ends, and the validation accuracy it starts with.
+/// where it ends, and the arm's curve before it (ending with the accuracy it starts with).
 struct Segment<'a> {
     run: &'a Path,
     from: (usize, f64),
     end: usize,
-    start_accuracy: f64,
+    before: &'a [Point],
 }
 
 impl Ctx<'_> {
@@ -50,12 +75,25 @@ impl Ctx<'_> {
         (self.on_event)(Event::Stage { seed, what });
     }
 
-    pub(super) fn baseline(&mut self, seed: u64) -> Result<Baseline> {
+    /// The baseline of `seed` at learning-rate multiple `scale` (trained if not yet).
+    pub(super) fn baseline(&mut self, seed: u64, scale: f64) -> Result<Baseline> {
         let plan = self.plan;
-        let dir = seed_dir(self.out, seed).join("baseline");
-        self.stage(seed, format!("baseline: training to step {}", plan.steps));
-        self.engine.train(&dir, plan.steps)?;
-        let curve = curve(&read(&dir)?, 0, 0.0);
+        let dir = baseline_dir(self.out, seed, scale);
+        let what = if scale == 1.0 {
+            "baseline".to_string()
+        } else {
+            format!("baseline at {scale} x lr")
+        };
+        self.stage(seed, format!("{what}: training to step {}", plan.steps));
+        self.engine.set_lr_scale(scale);
+        let trained = self.engine.train(&dir, plan.steps);
+        self.engine.set_lr_scale(1.0);
+        trained?;
+        let rows = read(&dir)?;
+        let mut seconds: Vec<f64> = rows.iter().filter_map(|r| r.seconds()).collect();
+        seconds.sort_by(f64::total_cmp);
+        let step_seconds = seconds.get(seconds.len() / 2).copied().unwrap_or(0.0);
+        let curve = curve(&rows, 0, 0.0);
         let n = plan.experiment.final_window;
         if curve.len() < n + 1 || curve.last().map(|p| p.step) != Some(plan.steps) {
             return Err(Error::Config(format!(
@@ -70,11 +108,11 @@ impl Ctx<'_> {
             .map(|p| p.accuracy)
             .sum::<f64>()
             / n as f64;
-        let base = curve[0].accuracy;
         Ok(Baseline {
             seed,
+            lr_scale: scale,
             target,
-            lower_target: base + plan.experiment.lower_target * (target - base),
+            step_seconds,
             curve,
         })
     }
@@ -90,15 +128,18 @@ impl Ctx<'_> {
         Ok(s)
     }
 
-    /// Fits `name` on `store`, chooses λ from the adapter `from`, and writes the jump to `out`
-    /// (with `jump.json`, which a resumed experiment reuses).
+    /// Fits `name` on `source`, chooses λ from the adapter `from`, and writes the jump to `out`
+    /// (with `jump.json`, which a resumed experiment reuses). With `realised` (the baseline's
+    /// run directory and the step jumped at), also the cosines between the predicted change and
+    /// the baseline's change over each diagnostic horizon.
     fn jump(
         &mut self,
         name: &str,
-        store: &Path,
+        source: &jump::Source,
         extract_s: f64,
         from: &Path,
         out: &Path,
+        realised: Option<(&Path, usize)>,
     ) -> Result<Jump> {
         let record = out.join("jump.json");
         if let Some(j) = next_files::json::read_opt::<Jump>(&record)? {
@@ -107,7 +148,7 @@ impl Ctx<'_> {
         let s = &self.plan.scheduler;
         let plan = jump::Plan {
             predictor: Predictor::Fit {
-                kind: name.parse()?,
+                method: name.parse()?,
                 window: s.window(),
             },
             horizon: s.horizon,
@@ -116,8 +157,8 @@ impl Ctx<'_> {
             lambda: s.lambda,
         };
         let on_event = &mut *self.on_event;
-        let chosen = jump::jump(
-            store,
+        let (chosen, predicted) = jump::jump(
+            source,
             from,
             &plan,
             Some(&mut *self.engine),
@@ -125,10 +166,19 @@ impl Ctx<'_> {
             Existing::Replace,
             &mut |lambda, score| on_event(Event::Candidate { lambda, score }),
         )?;
-        let accuracy = match chosen.score {
-            Some(s) => s,
-            None => self.engine.score(out)?.0,
-        };
+        // Reported on the validation split; λ was chosen on the selection split.
+        let accuracy = self.engine.score(out, ScoreSet::Validation)?.0;
+        let mut cosine = vec![];
+        if let Some((run, k)) = realised {
+            let change = predicted.change();
+            for &h in &self.plan.experiment.diag_horizons {
+                let to = checkpoint::adapter_dir(run, k + h as usize);
+                if to.is_dir() {
+                    let c = next_predictor::diagnostics::cosine(&change, from, &to)?;
+                    cosine.push((h, c));
+                }
+            }
+        }
         let j = Jump {
             overhead: Overhead {
                 extract: extract_s,
@@ -138,6 +188,7 @@ impl Ctx<'_> {
             accuracy,
             chosen: Some(chosen),
             adapter: out.to_path_buf(),
+            cosine,
         };
         next_files::json::write(&record, &j)?;
         Ok(j)
@@ -155,20 +206,47 @@ impl Ctx<'_> {
         if let Some(a) = next_files::json::read_opt::<Arm>(&done)? {
             return Ok(a);
         }
-        let base_dir = seed_dir(out, b.seed).join("baseline");
+        let base_dir = baseline_dir(out, b.seed, b.lr_scale);
         let from = checkpoint::adapter_dir(&base_dir, k);
+        if name == CONTROL && plan.scheduler.keep_moments {
+            // Restarted at K with the same adapter, moments, data cursor and seed, the control
+            // repeats the baseline's computation exactly: its curve is the baseline's.
+            let arm = Arm {
+                seed: b.seed,
+                jump_at: k,
+                name: name.to_string(),
+                lambda: None,
+                later_lambdas: vec![],
+                candidates: vec![],
+                overhead: Overhead::default(),
+                jumps: vec![],
+                curve: b.curve.clone(),
+                diagnostics: None,
+            };
+            next_files::json::write(&done, &arm)?;
+            return Ok(arm);
+        }
         let first = if name == CONTROL {
             Jump {
                 chosen: None,
                 overhead: Overhead::default(),
                 adapter: from,
                 accuracy: accuracy_at(&b.curve, k),
+                cosine: vec![],
             }
         } else {
             let store = kd.join("trajectory");
             let ex = self.extract(&base_dir, k, &store, &kd.join("extract.json"))?;
             self.stage(b.seed, format!("k={k} {name}: fit, choose λ"));
-            self.jump(name, &store, ex, &from, &kd.join(format!("{name}.adapter")))?
+            let source = jump::Source::of_run(&base_dir, Some(k), &store)?;
+            self.jump(
+                name,
+                &source,
+                ex,
+                &from,
+                &kd.join(format!("{name}.adapter")),
+                Some((&base_dir, k)),
+            )?
         };
         let rounds = if name == CONTROL {
             1
@@ -197,6 +275,8 @@ impl Ctx<'_> {
         });
         let mut jumps = vec![first];
         let mut at = k;
+        // The arm trains at its baseline's rate (each baseline sets its own before training).
+        self.engine.set_lr_scale(b.lr_scale);
         for r in 0..rounds {
             let run = segment(r);
             let end = if r + 1 < rounds {
@@ -222,13 +302,13 @@ impl Ctx<'_> {
                 run: &run,
                 from: (at, start),
                 end,
-                start_accuracy: jumps[r].accuracy,
+                before: &points,
             };
             let (points_here, last, hit) = self.train_segment(b, k, name, &seg)?;
             points.extend(points_here);
             at = last;
             start = points.last().map_or(start, |p| p.seconds);
-            if r + 1 == rounds || (plan.experiment.stop_at_target && hit) {
+            if r + 1 == rounds || hit {
                 break;
             }
             let ex = self.extract(
@@ -241,12 +321,14 @@ impl Ctx<'_> {
                 b.seed,
                 format!("k={k} {name}: jump {} at step {end}", r + 2),
             );
+            let source = jump::Source::of_run(&run, Some(end), &run.join("trajectory"))?;
             let j = self.jump(
                 name,
-                &run.join("trajectory"),
+                &source,
                 ex,
                 &checkpoint::adapter_dir(&run, end),
                 &kd.join(format!("{name}.round-{}.adapter", r + 1)),
+                None,
             )?;
             // The validation at `end` was before the jump; the arm goes on from after it.
             if points.last().is_some_and(|p| p.step == end) {
@@ -260,10 +342,23 @@ impl Ctx<'_> {
             });
             jumps.push(j);
         }
+        self.engine.set_lr_scale(1.0);
         let lambdas: Vec<f64> = jumps
             .iter()
             .filter_map(|j| j.chosen.as_ref().map(|c| c.lambda))
             .collect();
+        let costs: Vec<JumpCost> = jumps
+            .iter()
+            .filter_map(|j| {
+                j.chosen.as_ref().map(|c| JumpCost {
+                    step: c.from_step as usize,
+                    seconds: j.overhead.total(),
+                })
+            })
+            .collect();
+        let diagnostics = (name != CONTROL)
+            .then(|| self.diagnostics(b, k, &dir, &points, jumps[0].cosine.clone()))
+            .transpose()?;
         let arm = Arm {
             seed: b.seed,
             jump_at: k,
@@ -280,15 +375,55 @@ impl Ctx<'_> {
                 fit: o.fit + j.overhead.fit,
                 search: o.search + j.overhead.search,
             }),
+            jumps: costs,
             curve: points,
+            diagnostics,
         };
         next_files::json::write(&done, &arm)?;
         Ok(arm)
     }
 
-    /// Trains a segment (or, with `stop_at_target`, until it reaches the target); returns its
-    /// validation points after the start, the step it stopped at, and whether it reached the
-    /// target (counting its start accuracy).
+    /// What happened around the jump at `k`: the cosines (measured at the jump), and mixed groups
+    /// and entropy before and after it against the baseline at the arm's accuracy.
+    fn diagnostics(
+        &self,
+        b: &Baseline,
+        k: usize,
+        arm_run: &Path,
+        points: &[Point],
+        cosine: Vec<(u64, f64)>,
+    ) -> Result<Diagnostics> {
+        let w = self.plan.experiment.diag_window;
+        let base = baseline_dir(self.out, b.seed, b.lr_scale);
+        let mixed = |run: &Path, from: usize| -> Result<f64> {
+            Ok(1.0 - window_mean(run, "batch/zero_variance_group_frac", from, from + w)?)
+        };
+        let entropy = |run: &Path, from: usize| window_mean(run, "actor/entropy", from, from + w);
+        let after = accuracy_at(points, k);
+        // Where the baseline first reaches the accuracy the jump reached at once.
+        let at = b
+            .curve
+            .iter()
+            .find(|p| p.accuracy >= after)
+            .map(|p| p.step);
+        let (mixed_control, entropy_control) = match at {
+            Some(c) => (mixed(&base, c)?, entropy(&base, c)?),
+            None => (f64::NAN, f64::NAN),
+        };
+        Ok(Diagnostics {
+            cosine,
+            mixed_before: mixed(&base, k.saturating_sub(w))?,
+            mixed_after: mixed(arm_run, k)?,
+            mixed_control,
+            entropy_before: entropy(&base, k.saturating_sub(w))?,
+            entropy_after: entropy(arm_run, k)?,
+            entropy_control,
+        })
+    }
+
+    /// Trains a segment (or, with `stop_at_target`, until the arm's smoothed curve reaches the
+    /// stop level); returns its validation points after the start, the step it stopped at, and
+    /// whether it stopped at the level.
     fn train_segment(
         &mut self,
         b: &Baseline,
@@ -297,7 +432,7 @@ impl Ctx<'_> {
         seg: &Segment,
     ) -> Result<(Vec<Point>, usize, bool)> {
         let plan = self.plan;
-        let (run, end, start_accuracy) = (seg.run, seg.end, seg.start_accuracy);
+        let (run, end) = (seg.run, seg.end);
         let (seg_start, seg_secs) = seg.from;
         let own = |run: &Path| -> Result<Vec<Point>> {
             if !run.join(next_trainer::metrics::METRICS).is_file() {
@@ -311,11 +446,16 @@ impl Ctx<'_> {
         loop {
             let so_far = own(run)?;
             let last = so_far.last().map_or(seg_start, |p| p.step);
-            let hit = start_accuracy >= b.target || reached(&so_far, b.target).is_some();
-            if last >= end || (plan.experiment.stop_at_target && hit) {
+            let hit = self.stop.is_some_and(|level| {
+                let all: Vec<Point> = seg.before.iter().chain(&so_far).copied().collect();
+                stats::smoothed(&all, plan.experiment.smooth)
+                    .iter()
+                    .any(|p| p.step >= seg_start && p.accuracy >= level)
+            });
+            if last >= end || hit {
                 return Ok((so_far, last, hit));
             }
-            let until = if plan.experiment.stop_at_target {
+            let until = if self.stop.is_some() {
                 (last + plan.val_every).min(end)
             } else {
                 end

@@ -37,7 +37,6 @@ pub(super) fn curve(rows: &[Row], from: usize, start: f64) -> Vec<Point> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::experiment::reached;
     use serde_json::json;
 
     fn rows(v: &[(usize, Option<f64>, Option<f64>)]) -> Vec<Row> {
@@ -70,7 +69,5 @@ mod tests {
         assert_eq!(got, vec![(0, 0.2, 0.0), (2, 0.5, 3.0), (4, 0.7, 15.0)]);
         let c = curve(&r, 2, 10.0);
         assert_eq!(c.last().unwrap().seconds, 22.0);
-        assert_eq!(reached(&curve(&r, 0, 0.0), 0.6).unwrap().step, 4);
-        assert!(reached(&curve(&r, 0, 0.0), 0.9).is_none());
     }
 }

@@ -19,10 +19,10 @@
 
 use std::path::{Path, PathBuf};
 
-use next_predictor::PredictorKind;
+use next_predictor::{Method, PredictorKind};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
-use crate::{io, Engine, Error, Result};
+use crate::{io, stats, Engine, Error, Result};
 
 mod arm;
 mod metrics;
@@ -40,14 +40,35 @@ pub struct ExperimentSection {
     /// Steps at which the arms branch off the baseline (a sweep when several); multiples of
     /// `trainer.save_every` and `trainer.val_every`.
     pub jump_at: Vec<usize>,
-    /// Predictors compared; the control arm is always added.
-    pub methods: Vec<PredictorKind>,
-    /// The lower target: this fraction of the way from the base accuracy to the baseline's
-    /// final accuracy.
-    pub lower_target: f64,
-    /// Last validations of the baseline averaged into its final accuracy (the target).
+    /// Methods compared (merged-space predictors and factor-space methods); the control arm
+    /// is always added.
+    pub methods: Vec<Method>,
+    /// Targets, as fractions of the way from the base accuracy to the plateau (the same-LR
+    /// baselines' final accuracy, averaged over seeds), reached on curves smoothed over
+    /// `smooth` validations.
+    pub targets: Vec<f64>,
+    /// The target of the headline table (one of `targets`).
+    pub headline: f64,
+    /// Validations in the trailing mean a curve is smoothed with before a target is read off.
+    pub smooth: usize,
+    /// Last validations of the baseline averaged into its final accuracy (the plateau).
     pub final_window: usize,
-    /// Stop an arm once its validation accuracy reaches the target (saves time; then
+    /// Multiples of the learning rate the baseline is also trained at on the tuning seeds; the
+    /// best (fewest steps to the headline target) is the tuned baseline B*, trained on the
+    /// reporting seeds too. Empty: no tuning.
+    pub lr_scales: Vec<f64>,
+    /// Seeds of the tuning (kept apart from the reporting seeds the tables use).
+    pub tuning_seeds: usize,
+    pub tuning_first_seed: u64,
+    /// Run the reporting baselines and the arms at B*'s learning rate instead of the
+    /// configured one (then the control is B*): does jumping still help a tuned run?
+    pub at_tuned_lr: bool,
+    /// Steps after the jump at which its predicted direction is compared with the baseline's
+    /// realised change (multiples of `trainer.save_every`).
+    pub diag_horizons: Vec<u64>,
+    /// Steps before and after the jump over which mixed groups and entropy are averaged.
+    pub diag_window: usize,
+    /// Stop an arm once its smoothed curve reaches the highest of `targets` (saves time; then
     /// accuracy at equal step budgets is only known up to there).
     pub stop_at_target: bool,
     /// Jumps per method arm: the first at K, then one every `every` steps, each fitted on
@@ -66,15 +87,25 @@ impl Default for ExperimentSection {
             seeds: 5,
             first_seed: 0,
             jump_at: vec![50],
-            methods: vec![
+            methods: [
                 PredictorKind::NextReference,
                 PredictorKind::Next,
                 PredictorKind::LinearRelex,
                 PredictorKind::LinearAlpharl,
                 PredictorKind::TwoPoint,
-            ],
-            lower_target: 0.9,
+            ]
+            .map(Method::Merged)
+            .to_vec(),
+            targets: vec![0.6, 0.8, 0.9],
+            headline: 0.8,
+            smooth: 3,
             final_window: 1,
+            lr_scales: vec![],
+            tuning_seeds: 4,
+            tuning_first_seed: 1000,
+            at_tuned_lr: false,
+            diag_horizons: vec![10, 20, 30, 40, 50],
+            diag_window: 20,
             stop_at_target: false,
             rounds: 1,
             every: 20,
@@ -111,14 +142,52 @@ impl Overhead {
     }
 }
 
-/// The baseline run of one seed.
+/// The baseline run of one seed at one learning rate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Baseline {
     pub seed: u64,
+    /// The multiple of the configured learning rate it trained at.
+    #[serde(default = "one")]
+    pub lr_scale: f64,
     pub curve: Vec<Point>,
-    /// The final accuracy (mean of the last `final_window` validations): the target.
+    /// Its final accuracy (mean of the last `final_window` validations), the plateau.
     pub target: f64,
-    pub lower_target: f64,
+    /// The median seconds of its RL steps (the modelled wall clock's unit).
+    #[serde(default)]
+    pub step_seconds: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// A jump of an arm: the step it was made at and what it cost.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct JumpCost {
+    pub step: usize,
+    pub seconds: f64,
+}
+
+/// Why a jump helped or did not, measured around it (see `experiment.diag_*`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Diagnostics {
+    /// (h, cosine between the predicted change and the baseline's change from K to K + h).
+    pub cosine: Vec<(u64, f64)>,
+    /// Fraction of groups with mixed rewards and the policy's entropy: the baseline in the
+    /// window before K, the arm in the window after, and the baseline in the window that
+    /// starts where it first reaches the arm's accuracy right after the jump.
+    #[serde(with = "next_files::json::nan_null")]
+    pub mixed_before: f64,
+    #[serde(with = "next_files::json::nan_null")]
+    pub mixed_after: f64,
+    #[serde(with = "next_files::json::nan_null")]
+    pub mixed_control: f64,
+    #[serde(with = "next_files::json::nan_null")]
+    pub entropy_before: f64,
+    #[serde(with = "next_files::json::nan_null")]
+    pub entropy_after: f64,
+    #[serde(with = "next_files::json::nan_null")]
+    pub entropy_control: f64,
 }
 
 /// One arm of one seed at one jump step.
@@ -132,11 +201,16 @@ pub struct Arm {
     /// The λ of each further jump (`experiment.rounds` > 1).
     #[serde(default)]
     pub later_lambdas: Vec<f64>,
-    /// (λ, validation accuracy) scored by the search.
+    /// (λ, selection accuracy) scored by the search.
     pub candidates: Vec<(f64, f64)>,
     pub overhead: Overhead,
+    /// Every jump with its cost (for the modelled wall clock).
+    #[serde(default)]
+    pub jumps: Vec<JumpCost>,
     /// Baseline validations before K, the accuracy right after the jump at K, then the arm's.
     pub curve: Vec<Point>,
+    #[serde(default)]
+    pub diagnostics: Option<Diagnostics>,
 }
 
 impl Arm {
@@ -154,18 +228,41 @@ pub fn accuracy_at(curve: &[Point], step: usize) -> f64 {
         .map_or(f64::NAN, |p| p.accuracy)
 }
 
-/// The first validation at or above `target`, if any.
-pub fn reached(curve: &[Point], target: f64) -> Option<Point> {
-    curve.iter().copied().find(|p| p.accuracy >= target)
-}
-
 /// Everything the experiment measured; `experiment.json`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Results {
+    /// The same-LR baselines of the reporting seeds.
     pub baselines: Vec<Baseline>,
+    /// The baselines at every scale of `lr_scales`, on the tuning seeds.
+    #[serde(default)]
+    pub tuning: Vec<Baseline>,
+    /// B*: the scale chosen on the tuning seeds.
+    #[serde(default)]
+    pub tuned_scale: Option<f64>,
+    /// B* on the reporting seeds (empty when B* is the configured rate or the arms' rate).
+    #[serde(default)]
+    pub tuned: Vec<Baseline>,
+    /// The learning-rate multiple the reporting baselines and the arms trained at (B*'s with
+    /// `experiment.at_tuned_lr`, else 1).
+    #[serde(default = "one")]
+    pub arm_scale: f64,
     pub arms: Vec<Arm>,
     /// The run whose trajectory the report analyses (the first seed's baseline).
     pub analysed: Option<PathBuf>,
+}
+
+impl Default for Results {
+    fn default() -> Self {
+        Results {
+            baselines: vec![],
+            tuning: vec![],
+            tuned_scale: None,
+            tuned: vec![],
+            arm_scale: 1.0,
+            arms: vec![],
+            analysed: None,
+        }
+    }
 }
 
 pub const RESULTS: &str = "experiment.json";
@@ -182,11 +279,20 @@ pub enum Event {
         lambda: f64,
         score: f64,
     },
-    ArmDone(Arm),
+    ArmDone(Box<Arm>),
 }
 
 pub fn seed_dir(out: &Path, seed: u64) -> PathBuf {
     out.join(format!("seed-{seed}"))
+}
+
+/// The baseline run of `seed` at learning-rate multiple `scale`.
+pub fn baseline_dir(out: &Path, seed: u64, scale: f64) -> PathBuf {
+    if scale == 1.0 {
+        seed_dir(out, seed).join("baseline")
+    } else {
+        seed_dir(out, seed).join(format!("baseline-lr{scale}"))
+    }
 }
 
 fn k_dir(out: &Path, seed: u64, k: usize) -> PathBuf {
@@ -258,7 +364,10 @@ pub fn current_commit() -> String {
     }
 }
 
-/// Runs (or resumes) the whole experiment in `out`; returns every measurement.
+/// Runs (or resumes) the whole experiment in `out`; returns every measurement. First the
+/// tuning (every learning-rate scale on the tuning seeds, B* chosen by the headline target),
+/// then every reporting baseline (the targets, and so where an arm may stop, come from all of
+/// them), then the arms.
 pub fn run(
     engine: &mut dyn Engine,
     plan: &Plan,
@@ -266,29 +375,58 @@ pub fn run(
     on_event: &mut dyn FnMut(Event),
 ) -> Result<Results> {
     std::fs::create_dir_all(out).map_err(io(out))?;
+    let e = &plan.experiment;
     let mut results = Results::default();
     let mut ctx = arm::Ctx {
         engine,
         plan,
         out,
         on_event,
+        stop: None,
     };
-    for seed in plan.seeds() {
-        ctx.engine.set_seed(seed);
-        let baseline = ctx.baseline(seed)?;
-        if results.analysed.is_none() {
-            results.analysed = Some(seed_dir(out, seed).join("baseline"));
-        }
-        for &k in &plan.experiment.jump_at {
-            for name in plan.arms() {
-                let arm = ctx.arm(&baseline, k, &name)?;
-                (ctx.on_event)(Event::ArmDone(arm.clone()));
-                results.arms.push(arm);
-                next_files::json::write(&out.join(RESULTS), &results)?;
+    let save = |r: &Results| next_files::json::write(&out.join(RESULTS), r);
+    if !e.lr_scales.is_empty() {
+        for seed in plan.tuning_seeds() {
+            ctx.engine.set_seed(seed);
+            for scale in plan.scales() {
+                results.tuning.push(ctx.baseline(seed, scale)?);
+                save(&results)?;
             }
         }
+        results.tuned_scale = Some(stats::tuned_scale(plan, &results.tuning));
+    }
+    let scale = match results.tuned_scale {
+        Some(s) if e.at_tuned_lr => s,
+        _ => 1.0,
+    };
+    results.arm_scale = scale;
+    for seed in plan.seeds() {
+        ctx.engine.set_seed(seed);
+        let baseline = ctx.baseline(seed, scale)?;
+        if results.analysed.is_none() {
+            results.analysed = Some(baseline_dir(out, seed, scale));
+        }
         results.baselines.push(baseline);
-        next_files::json::write(&out.join(RESULTS), &results)?;
+        if let Some(tuned) = results.tuned_scale.filter(|&s| s != scale) {
+            results.tuned.push(ctx.baseline(seed, tuned)?);
+        }
+        save(&results)?;
+    }
+    if e.stop_at_target {
+        let all: Vec<&Baseline> = results.baselines.iter().collect();
+        let levels = stats::Targets::new(&e.targets, &all).levels;
+        ctx.stop = levels.iter().map(|l| l.1).reduce(f64::max);
+    }
+    for b in results.baselines.clone() {
+        ctx.engine.set_seed(b.seed);
+        for &k in &e.jump_at {
+            for name in plan.arms() {
+                let arm = ctx.arm(&b, k, &name)?;
+                (ctx.on_event)(Event::ArmDone(Box::new(arm.clone())));
+                results.arms.push(arm);
+                save(&results)?;
+            }
+        }
     }
     Ok(results)
 }

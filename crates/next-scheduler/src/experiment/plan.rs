@@ -54,10 +54,40 @@ impl Plan {
             }
         }
         scheduler.check(save_every)?;
-        if !(e.lower_target > 0.0 && e.lower_target <= 1.0) {
+        if e.targets.is_empty() || e.targets.iter().any(|t| !(*t > 0.0 && *t <= 1.0)) {
             return bad(format!(
-                "experiment.lower_target is {}; expected a fraction in (0, 1]",
-                e.lower_target
+                "experiment.targets is {:?}; expected fractions in (0, 1]",
+                e.targets
+            ));
+        }
+        if !e.targets.contains(&e.headline) {
+            return bad(format!(
+                "experiment.headline ({}) must be one of experiment.targets {:?}",
+                e.headline, e.targets
+            ));
+        }
+        if e.smooth == 0 {
+            return bad("experiment.smooth must be at least 1 validation".into());
+        }
+        if e.lr_scales.iter().any(|s| !(*s > 0.0 && s.is_finite())) {
+            return bad(format!(
+                "experiment.lr_scales is {:?}; expected positive multiples",
+                e.lr_scales
+            ));
+        }
+        if e.at_tuned_lr && e.lr_scales.is_empty() {
+            return bad("experiment.at_tuned_lr needs experiment.lr_scales to tune over".into());
+        }
+        if !e.lr_scales.is_empty() && e.tuning_seeds == 0 {
+            return bad("experiment.lr_scales needs experiment.tuning_seeds of at least 1".into());
+        }
+        if let Some(h) = e
+            .diag_horizons
+            .iter()
+            .find(|h| **h == 0 || !h.is_multiple_of(save_every as u64))
+        {
+            return bad(format!(
+                "experiment.diag_horizons has {h}: each must be a positive multiple of trainer.save_every ({save_every})"
             ));
         }
         if !(e.confidence > 0.0 && e.confidence < 1.0) {
@@ -111,6 +141,23 @@ impl Plan {
     pub fn arms(&self) -> Vec<String> {
         std::iter::once(CONTROL.to_string())
             .chain(self.experiment.methods.iter().map(|m| m.to_string()))
+            .collect()
+    }
+
+    /// The learning-rate multiples of the tuning: 1 and every `lr_scales`, ascending.
+    pub fn scales(&self) -> Vec<f64> {
+        let mut s = self.experiment.lr_scales.clone();
+        if !s.contains(&1.0) {
+            s.push(1.0);
+        }
+        s.sort_by(f64::total_cmp);
+        s.dedup();
+        s
+    }
+
+    pub fn tuning_seeds(&self) -> Vec<u64> {
+        (0..self.experiment.tuning_seeds as u64)
+            .map(|i| self.experiment.tuning_first_seed + i)
             .collect()
     }
 

@@ -3,8 +3,8 @@
 
 use serde::Serialize;
 
-use super::rows::cost;
-use crate::experiment::{Plan, Results};
+use crate::experiment::{Baseline, Plan, Results};
+use crate::stats::{cost, Targets};
 use crate::{Error, Result};
 
 const TEMPLATE: &str = include_str!("template.md");
@@ -19,11 +19,12 @@ pub(super) struct Budget {
 #[derive(Debug, Serialize)]
 struct BaselineLine {
     seed: u64,
+    scale: String,
     base: String,
-    target: String,
-    lower: String,
+    plateau: String,
     steps: String,
     seconds: String,
+    step_seconds: String,
 }
 
 /// What the report shows besides the plan's settings.
@@ -31,30 +32,47 @@ struct BaselineLine {
 pub(super) struct Tables<'a> {
     pub table: &'a str,
     pub budgets: Vec<Budget>,
+    /// Every target's savings.
+    pub targets: String,
+    /// Per jump step, the diagnostics of the methods' jumps.
+    pub diagnostics: Vec<Budget>,
     /// The trajectory analysis of the first baseline (empty if none).
     pub analysis: String,
     /// The resolved configuration as TOML.
     pub config: &'a str,
     pub commit: &'a str,
+    /// Problems of the selection split λ was chosen on.
+    pub select_size: usize,
+}
+
+fn baseline_line(b: &Baseline, level: f64, plan: &Plan) -> BaselineLine {
+    let c = cost(&b.curve, level, plan, b.step_seconds, &[]);
+    BaselineLine {
+        seed: b.seed,
+        scale: format!("{}", b.lr_scale),
+        base: format!("{:.3}", b.curve[0].accuracy),
+        plateau: format!("{:.3}", b.target),
+        steps: format!("{:.0}", c.steps),
+        seconds: format!("{:.1}", c.measured),
+        step_seconds: format!("{:.3}", b.step_seconds),
+    }
 }
 
 /// The text of `report.md`.
 pub(super) fn render(plan: &Plan, results: &Results, t: &Tables) -> Result<String> {
     let e = &plan.experiment;
+    let targets: Targets = super::rows::targets(plan, results);
+    let level = targets.level(e.headline);
     let baselines: Vec<BaselineLine> = results
         .baselines
         .iter()
-        .map(|b| {
-            let (st, se) = cost(&b.curve, b.target, plan);
-            BaselineLine {
-                seed: b.seed,
-                base: format!("{:.3}", b.curve[0].accuracy),
-                target: format!("{:.3}", b.target),
-                lower: format!("{:.3}", b.lower_target),
-                steps: format!("{st:.0}"),
-                seconds: format!("{se:.1}"),
-            }
-        })
+        .chain(&results.tuned)
+        .map(|b| baseline_line(b, level, plan))
+        .collect();
+    let tuning: Vec<BaselineLine> = results
+        .tuning
+        .iter()
+        .map(|b| baseline_line(b, level, plan))
         .collect();
     let ctx = minijinja::context! {
         commit => t.commit,
@@ -65,16 +83,30 @@ pub(super) fn render(plan: &Plan, results: &Results, t: &Tables) -> Result<Strin
         jump_at => format!("{:?}", e.jump_at),
         keep_moments => plan.scheduler.keep_moments,
         final_window => e.final_window,
-        lower_target_pct => format!("{:.0}", e.lower_target * 100.0),
+        targets => e.targets.iter().map(|f| format!("{:.0}%", f * 100.0)).collect::<Vec<_>>().join(", "),
+        levels => targets.levels.iter().map(|(f, l)| format!("{:.0}% = {l:.3}", f * 100.0)).collect::<Vec<_>>().join(", "),
+        base => format!("{:.3}", targets.base),
+        plateau => format!("{:.3}", targets.plateau),
+        headline => format!("{:.0}", e.headline * 100.0),
+        smooth => e.smooth,
+        select_size => t.select_size,
+        lr_scales => format!("{:?}", plan.scales()),
+        tuning_seeds => e.tuning_seeds,
+        tuned_scale => results.tuned_scale.map(|s| format!("{s}")),
         confidence_pct => format!("{:.0}", e.confidence * 100.0),
         resamples => e.resamples,
         never_steps => plan.steps + plan.val_every,
         stop_at_target => e.stop_at_target,
+        at_tuned_lr => e.at_tuned_lr,
+        arm_scale => format!("{}", results.arm_scale),
         rounds => e.rounds,
         every => e.every,
         table => t.table,
+        targets_table => t.targets,
         budgets => t.budgets,
+        diagnostics => t.diagnostics,
         baselines => baselines,
+        tuning => tuning,
         analysis => t.analysis,
         config => t.config,
     };

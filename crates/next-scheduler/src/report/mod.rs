@@ -12,7 +12,30 @@ mod markdown;
 mod plots;
 mod rows;
 
-pub use rows::{rows, table, Row};
+pub use rows::{diagnostics_table, rows, table, targets, Row, TUNED};
+
+/// The mean accuracy curves at jump step `k` (every arm, the baselines) as `<dir>/<name>.png`;
+/// None when there is nothing to draw.
+pub fn curves_plot(
+    dir: &Path,
+    name: &str,
+    plan: &Plan,
+    results: &Results,
+    k: usize,
+) -> Result<Option<PathBuf>> {
+    let curves = rows::mean_curves(results, k, &plan.arms());
+    let chart = plots::Chart {
+        name: name.to_string(),
+        title: format!("validation accuracy, jump at step {k} (mean over seeds)"),
+        x: "RL step",
+        y: "accuracy",
+        lines: curves
+            .iter()
+            .map(|(n, c)| (n.clone(), c.iter().map(|p| (p.step as f64, p.accuracy)).collect()))
+            .collect(),
+    };
+    Ok(plots::draw(dir, &[chart])?.into_iter().next())
+}
 
 /// What [`write`] produced.
 #[derive(Debug, Clone)]
@@ -23,27 +46,46 @@ pub struct Report {
     pub table: String,
 }
 
-/// Writes `report.md` and the plots into `dir`. `config` is the resolved config as text and
-/// `commit` what produced it; `trajectory`, if given, is the analysed baseline's store.
-pub fn write(
-    dir: &Path,
-    plan: &Plan,
-    results: &Results,
-    config: &str,
-    commit: &str,
-    trajectory: Option<&next_trajectory::store::Store>,
-) -> Result<Report> {
+/// What a report is made of.
+#[derive(Debug)]
+pub struct Input<'a> {
+    pub plan: &'a Plan,
+    pub results: &'a Results,
+    /// The resolved config as text, and the commit that produced the results.
+    pub config: &'a str,
+    pub commit: &'a str,
+    /// Problems of the selection split λ was chosen on.
+    pub select_size: usize,
+    /// The analysed baseline's trajectory store, if any.
+    pub trajectory: Option<&'a next_trajectory::store::Store>,
+}
+
+/// Writes `report.md` and the plots into `dir`.
+pub fn write(dir: &Path, input: &Input) -> Result<Report> {
+    let Input {
+        plan,
+        results,
+        config,
+        commit,
+        select_size,
+        trajectory,
+    } = *input;
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let rows = rows(plan, results);
     let table = table(plan, &rows);
     let names = plan.arms();
     let mut charts = vec![];
     let mut budgets = vec![];
+    let mut diagnostics = vec![];
     for &k in &plan.experiment.jump_at {
         let curves = rows::mean_curves(results, k, &names);
         budgets.push(markdown::Budget {
             k,
             table: rows::budget_table(plan, &curves, k),
+        });
+        diagnostics.push(markdown::Budget {
+            k,
+            table: rows::diagnostics_table(plan, results, k),
         });
         charts.extend(plots::jump_charts(plan, results, k, &curves));
     }
@@ -71,10 +113,13 @@ pub fn write(
         results,
         &markdown::Tables {
             table: &table,
+            targets: rows::targets_table(plan, &rows),
             budgets,
+            diagnostics,
             analysis,
             config,
             commit,
+            select_size,
         },
     )?;
     let markdown = dir.join("report.md");

@@ -32,8 +32,12 @@ fn batched_candidates_equal_candidates_scored_alone() {
         fn train(&mut self, run: &std::path::Path, step: usize) -> next_scheduler::Result<()> {
             self.0.train(run, step)
         }
-        fn score(&mut self, adapter: &std::path::Path) -> next_scheduler::Result<(f64, u64)> {
-            self.0.score(adapter)
+        fn score(
+            &mut self,
+            adapter: &std::path::Path,
+            set: next_scheduler::ScoreSet,
+        ) -> next_scheduler::Result<(f64, u64)> {
+            self.0.score(adapter, set)
         }
         fn start_from(
             &mut self,
@@ -48,6 +52,9 @@ fn batched_candidates_equal_candidates_scored_alone() {
         fn set_seed(&mut self, seed: u64) {
             self.0.set_seed(seed)
         }
+        fn set_lr_scale(&mut self, scale: f64) {
+            self.0.set_lr_scale(scale)
+        }
     }
     let alone = Alone(engine(&cfg))
         .score_jumps(&adapter, &predictions, 1, &lambdas)
@@ -57,7 +64,12 @@ fn batched_candidates_equal_candidates_scored_alone() {
     assert!(batched.iter().any(|s| s.0 != batched[0].0), "{batched:?}");
 
     // Token for token: each row's greedy response and verdict.
-    let mut scorer = Scorer::new(&cfg, std::path::Path::new(&cfg.model.path)).unwrap();
+    let mut scorer = Scorer::new(
+        &cfg,
+        std::path::Path::new(&cfg.model.path),
+        next_scheduler::ScoreSet::Selection,
+    )
+    .unwrap();
     let terms: Vec<_> = predictions
         .iter()
         .map(|p| {

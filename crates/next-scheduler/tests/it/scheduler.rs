@@ -23,7 +23,7 @@ fn plan() -> SchedulerSection {
     SchedulerSection {
         segment_steps: 6,
         rounds: 1,
-        predictor: PredictorKind::TwoPoint,
+        predictor: next_predictor::Method::Merged(PredictorKind::TwoPoint),
         horizon: 2,
         search: SearchKind::Grid,
         grid: vec![1.0, 10.0, 50.0],
@@ -118,12 +118,16 @@ impl Engine for Flaky<'_> {
     fn train(&mut self, run: &Path, step: usize) -> next_scheduler::Result<()> {
         self.inner.train(run, step)
     }
-    fn score(&mut self, adapter: &Path) -> next_scheduler::Result<(f64, u64)> {
+    fn score(
+        &mut self,
+        adapter: &Path,
+        set: next_scheduler::ScoreSet,
+    ) -> next_scheduler::Result<(f64, u64)> {
         self.calls += 1;
         if self.calls == self.fail_at {
             return Err(next_scheduler::Error::Config("killed".into()));
         }
-        self.inner.score(adapter)
+        self.inner.score(adapter, set)
     }
     fn start_from(
         &mut self,
@@ -138,6 +142,9 @@ impl Engine for Flaky<'_> {
     }
     fn set_seed(&mut self, seed: u64) {
         self.inner.set_seed(seed)
+    }
+    fn set_lr_scale(&mut self, scale: f64) {
+        self.inner.set_lr_scale(scale)
     }
 }
 
