@@ -258,7 +258,9 @@ pub fn jump(
     Ok((record, predicted))
 }
 
-/// Writes candidate λ into the directory `dir`; returns its rank and alpha.
+/// Writes candidate λ into the directory `dir`; returns its rank and alpha. λ = 0 is no jump:
+/// the adapter as it was, without the rank an extension adds (a zero-initialised extra rank
+/// would still train, so "no jump" would not continue as the run itself would).
 fn write(
     predicted: &Predicted,
     adapter: &Path,
@@ -266,6 +268,11 @@ fn write(
     rank: usize,
     dir: &Path,
 ) -> Result<(usize, f64)> {
+    if lambda == 0.0 {
+        copy_files(adapter, dir)?;
+        let a = next_trajectory::adapter::Adapter::open(dir)?;
+        return Ok((a.r, a.alpha));
+    }
     Ok(match predicted {
         Predicted::Merged(p) => {
             let ext = write_extended_into(adapter, p, lambda, rank, dir)?;
@@ -311,4 +318,18 @@ fn score(
                 .collect()
         }
     }
+}
+
+/// Copies the plain files of the directory `from` (an adapter) into `to`.
+fn copy_files(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to).map_err(|e| next_files::Error::io(to, e))?;
+    let entries = std::fs::read_dir(from).map_err(|e| next_files::Error::io(from, e))?;
+    for e in entries {
+        let e = e.map_err(|e| next_files::Error::io(from, e))?;
+        if e.file_type().map_err(|x| next_files::Error::io(e.path(), x))?.is_file() {
+            let dest = to.join(e.file_name());
+            std::fs::copy(e.path(), &dest).map_err(|x| next_files::Error::io(&dest, x))?;
+        }
+    }
+    Ok(())
 }
