@@ -25,7 +25,8 @@ tasks:
                report in runs/experiment/report/ (--quick: a smoke run, runs/experiment-quick)
   study [ARGS] setup if needed, then `next study --config configs/study.toml --out runs/study
                [ARGS]` in release mode: every regime of the predict-extend study, resumable, report
-               in runs/study/report/ (--quick: a smoke run of every regime, runs/study-quick)
+               in runs/study/report/ (--quick: a smoke run of every regime, runs/study-quick;
+               --regime NAME: some regimes; --check: only check every regime's settings)
   smollm2 [ARGS]
                setup --with smollm2, generate the GSM-style data once, then `next train --config
                configs/smollm2-gsm.toml --out runs/smollm2-gsm [ARGS]` in release mode (CPU)

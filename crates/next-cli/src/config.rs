@@ -92,8 +92,7 @@ pub fn to_toml<T: serde::Serialize>(cfg: &T) -> Result<String> {
 
 /// Writes the resolved configuration next to a run's outputs.
 pub fn write_resolved<T: serde::Serialize>(path: &Path, cfg: &T) -> Result<()> {
-    next_files::atomic::write(path, to_toml(cfg)?.as_bytes())?;
-    Ok(())
+    Ok(next_files::resolved::write(path, cfg)?)
 }
 
 /// The working directory, against which a config's relative paths are made absolute.

@@ -46,7 +46,7 @@ pub struct Args {
 
 /// `next run`'s config plus the experiment's table.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-struct ExperimentFile {
+pub(crate) struct ExperimentFile {
     #[serde(flatten)]
     train: TrainConfig,
     #[serde(default)]
@@ -110,8 +110,9 @@ pub(crate) struct Done {
     pub report: PathBuf,
 }
 
-/// Runs (or resumes) the experiment of `config` with `sets` in `out` and writes its report.
-pub(crate) fn execute(config: Option<&Path>, sets: &[String], out: &Path) -> Result<Done> {
+/// The experiment of `config` with `sets`: its whole configuration and its checked plan. Bad
+/// settings fail here, before anything runs (`next study` checks every regime this way first).
+pub(crate) fn prepare(config: Option<&Path>, sets: &[String]) -> Result<(ExperimentFile, Plan)> {
     let (train, extra): (_, Extra) =
         crate::config::load_with(config, sets, &["scheduler", "experiment"])?;
     let mut cfg = ExperimentFile {
@@ -128,6 +129,12 @@ pub(crate) fn execute(config: Option<&Path>, sets: &[String], out: &Path) -> Res
         t.save_every,
         t.val_every,
     )?;
+    Ok((cfg, plan))
+}
+
+/// Runs (or resumes) the experiment of `config` with `sets` in `out` and writes its report.
+pub(crate) fn execute(config: Option<&Path>, sets: &[String], out: &Path) -> Result<Done> {
+    let (mut cfg, plan) = prepare(config, sets)?;
     let base = ensure_base(&mut cfg.train)?;
     let resolved = out.join("config.resolved.toml");
     let commit = experiment::current_commit();
@@ -135,9 +142,11 @@ pub(crate) fn execute(config: Option<&Path>, sets: &[String], out: &Path) -> Res
     let text = crate::config::to_toml(&cfg)?;
     next_files::atomic::write(&resolved, text.as_bytes())?;
     let (steps, e) = (plan.steps, &plan.experiment);
-    let arms = plan.arms().len();
+    // With kept moments the control is the baseline itself and trains nothing.
+    let arms = plan.arms().len() - usize::from(plan.scheduler.keep_moments);
     let arm_steps: usize = e.jump_at.iter().map(|k| arms * (steps - k)).sum();
-    // The tuning, then per seed its baseline, (most often) B*, and the arms.
+    // The tuning, then per seed its baseline, B* (unless it is the configured rate, which only
+    // the tuning tells; the bar then ends early), and the arms.
     let (tuning, tuned) = if e.lr_scales.is_empty() {
         (0, 0)
     } else {
@@ -177,7 +186,7 @@ pub(crate) fn execute(config: Option<&Path>, sets: &[String], out: &Path) -> Res
             pb.set_message(line)
         }
         Event::Candidate { lambda, score } => {
-            pb.set_message(format!("λ {lambda:.3} -> validation {score:.3}"))
+            pb.set_message(format!("λ {lambda:.3} -> selection accuracy {score:.3}"))
         }
         Event::ArmDone(arm) => {
             let hit = arm.curve.last().map_or(f64::NAN, |p| p.accuracy);

@@ -29,6 +29,9 @@ pub struct Args {
     /// A smoke run of every regime (tiny base, one seed, short runs).
     #[arg(long)]
     quick: bool,
+    /// Check every regime's settings (as they would run, with --quick if given) and stop.
+    #[arg(long)]
+    check: bool,
     /// Only these regimes (repeat the flag); the report covers the ones that ran.
     #[arg(long = "regime", value_name = "NAME")]
     regimes: Vec<String>,
@@ -82,9 +85,15 @@ pub fn run(a: Args) -> Result<()> {
         .iter()
         .filter(|g| a.regimes.is_empty() || a.regimes.contains(&g.name))
         .collect();
-    let mut done = vec![];
-    for g in &chosen {
-        eprintln!("regime {}: {}", g.name, g.about);
+    if let Some(g) = file
+        .regime
+        .iter()
+        .enumerate()
+        .find(|(i, g)| file.regime[..*i].iter().any(|h| h.name == g.name))
+    {
+        bail!("{}: regime `{}` is listed twice", a.config.display(), g.1.name);
+    }
+    let sets_of = |g: &RegimeSpec| {
         let mut sets: Vec<String> = file.sets.iter().chain(&g.sets).cloned().collect();
         if a.quick {
             sets.extend(crate::experiment::QUICK.iter().map(|s| s.to_string()));
@@ -92,8 +101,23 @@ pub fn run(a: Args) -> Result<()> {
             sets.extend(g.quick.iter().cloned());
         }
         sets.extend(a.sets.iter().cloned());
+        sets
+    };
+    // Every regime's settings are checked before the first runs: a study takes hours, and a
+    // bad regime found after them would cost the report.
+    for g in &chosen {
+        crate::experiment::prepare(Some(&experiment), &sets_of(g))
+            .with_context(|| format!("{}: regime {}", a.config.display(), g.name))?;
+    }
+    if a.check {
+        eprintln!("{}: {} regime(s) fit together", a.config.display(), chosen.len());
+        return Ok(());
+    }
+    let mut done = vec![];
+    for g in &chosen {
+        eprintln!("regime {}: {}", g.name, g.about);
         let out = a.out.join(&g.name);
-        let d = crate::experiment::execute(Some(&experiment), &sets, &out)
+        let d = crate::experiment::execute(Some(&experiment), &sets_of(g), &out)
             .with_context(|| format!("regime {}", g.name))?;
         done.push((g, out, d));
     }

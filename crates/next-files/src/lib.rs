@@ -29,6 +29,7 @@ pub mod fingerprint;
 pub mod json;
 pub mod peft;
 pub mod python;
+pub mod resolved;
 
 /// What can go wrong with a file; every variant names it.
 #[derive(Debug, thiserror::Error)]

@@ -40,23 +40,34 @@ pub fn dense(predictions: &[Prediction]) -> BTreeMap<String, DMatrix<f64>> {
 }
 
 /// The cosine between `predicted` (per module) and the change from the adapter in `from` to the
-/// one in `to`; NaN when either is zero.
+/// one in `to`, over every module of the adapters (a module without a prediction, or whose
+/// prediction has no terms, predicts no change); NaN when either side is zero.
 pub fn cosine(
     predicted: &BTreeMap<String, DMatrix<f64>>,
     from: &Path,
     to: &Path,
 ) -> Result<f64> {
     let (a, b) = (merged(from)?, merged(to)?);
+    if let Some(m) = predicted.keys().find(|m| !b.contains_key(*m)) {
+        return Err(Error::Unsupported(format!(
+            "module `{m}` is predicted but not in {}",
+            to.display()
+        )));
+    }
     let (mut dot, mut pp, mut rr) = (0.0, 0.0, 0.0);
-    for (m, p) in predicted {
-        let (Some(x), Some(y)) = (a.get(m), b.get(m)) else {
+    for (m, y) in &b {
+        let Some(x) = a.get(m) else {
             return Err(Error::Unsupported(format!(
-                "module `{m}` is not in {} and {}",
-                from.display(),
-                to.display()
+                "module `{m}` is in {} but not in {}",
+                to.display(),
+                from.display()
             )));
         };
         let r = y - x;
+        rr += r.norm_squared();
+        let Some(p) = predicted.get(m).filter(|p| !p.is_empty()) else {
+            continue;
+        };
         if r.shape() != p.shape() {
             return Err(Error::Unsupported(format!(
                 "module `{m}`: the prediction is {:?}, the change {:?}",
@@ -66,7 +77,6 @@ pub fn cosine(
         }
         dot += p.dot(&r);
         pp += p.norm_squared();
-        rr += r.norm_squared();
     }
     Ok(if pp > 0.0 && rr > 0.0 {
         dot / (pp * rr).sqrt()

@@ -12,7 +12,10 @@
 //! `mlp` is NExt as published (`next-reference`): per vector length, a two-branch MLP from the
 //! global and local rank-1 factors to the target's, trained with tch. `curves` is ours (`next`):
 //! per matrix, the trajectory's top directions with a curve per coefficient chosen by how well
-//! it predicts the latest checkpoints.
+//! it predicts the latest checkpoints. `factor` holds the methods that work on the LoRA factors
+//! themselves (RELEX as published, scale-first, EMA, two-point in factor space); [`Method`]
+//! names every method. `diagnostics` measures how well a predicted change matches the one
+//! training made.
 //!
 //! Architecture invariant: never depends on the model crate (tch only for the MLP); it reads
 //! stores and adapters and writes adapters, so it works on any trainer's runs.

@@ -62,6 +62,9 @@ impl Engine for InProcess<'_> {
     fn train(&mut self, run: &Path, step: usize) -> Result<()> {
         let mut cfg = self.cfg.clone();
         cfg.trainer.stop_at = step;
+        // Every run directory says what it was trained with (seed, learning rate, stop step).
+        std::fs::create_dir_all(run).map_err(|e| next_files::Error::io(run, e))?;
+        next_files::resolved::write(&run.join(next_files::resolved::FILE), &cfg)?;
         let on = &mut self.on_train;
         train::train(&cfg, run, &self.base, &mut |e| on(run, e))?;
         Ok(())

@@ -6,8 +6,10 @@
 //!   adapter and `extend.json`; shared by `next run`, `next extend` and the experiment.
 //! - [`run`] (the loop): train in segments, jump after each of the first `rounds`, resume in
 //!   any phase from `scheduler.json`.
-//! - [`experiment`]: every method side by side on the same seeds; [`stats`] its paired
-//!   bootstrap; [`report`] its table, `report.md` and plots.
+//! - [`experiment`]: every method side by side on the same seeds, against the same-LR
+//!   baseline and a tuned one (B*); [`stats`] its targets, paired bootstrap, modelled wall clock
+//!   and equivalent learning rate; [`report`] its table, `report.md` and plots.
+//! - [`study`]: several experiments (regimes) and one report across them.
 //! - [`InProcess`]: this project's trainer behind the engine seam.
 //!
 //! Layout of a `next run` directory: `segment-N/` (an ordinary training run per segment),

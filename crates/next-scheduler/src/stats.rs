@@ -117,7 +117,8 @@ pub fn paired_saving(
 }
 
 /// The targets of an experiment: `base + f (plateau − base)` for each fraction f, with the base
-/// accuracy and the plateau (final accuracy) averaged over the same-LR baselines.
+/// accuracy and the plateau (final accuracy) averaged over the given baselines (the reporting
+/// seeds' baselines at the arms' rate; the tuning's same-LR ones for choosing B*).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Targets {
     pub base: f64,
@@ -217,11 +218,9 @@ pub fn cost(curve: &[Point], level: f64, plan: &Plan, step_seconds: f64, jumps: 
     }
 }
 
-/// Mean steps to the headline target of each learning-rate multiple's tuning baselines, with
-/// targets from the same-LR ones: `(scale, mean steps, mean final accuracy)`, by scale.
-pub fn scale_costs(plan: &Plan, tuning: &[Baseline]) -> Vec<(f64, f64, f64)> {
-    let same: Vec<&Baseline> = tuning.iter().filter(|b| b.lr_scale == 1.0).collect();
-    let level = Targets::new(&[plan.experiment.headline], &same).level(plan.experiment.headline);
+/// Mean steps to the accuracy `level` of each learning-rate multiple's tuning baselines:
+/// `(scale, mean steps, mean final accuracy)`, by scale.
+pub fn scale_costs(plan: &Plan, tuning: &[Baseline], level: f64) -> Vec<(f64, f64, f64)> {
     plan.scales()
         .into_iter()
         .filter_map(|s| {
@@ -241,26 +240,67 @@ pub fn scale_costs(plan: &Plan, tuning: &[Baseline]) -> Vec<(f64, f64, f64)> {
         .collect()
 }
 
-/// B*: the learning-rate multiple whose tuning baselines reach the headline target in the
-/// fewest steps (ties: the higher final accuracy).
+/// B*: the learning-rate multiple whose tuning baselines reach the headline target (from the
+/// same-LR tuning baselines) in the fewest steps (ties: the higher final accuracy).
 pub fn tuned_scale(plan: &Plan, tuning: &[Baseline]) -> f64 {
-    scale_costs(plan, tuning)
+    scale_costs(plan, tuning, tuning_level(plan, tuning))
         .into_iter()
         .min_by(|a, b| a.1.total_cmp(&b.1).then(b.2.total_cmp(&a.2)))
         .map_or(1.0, |c| c.0)
 }
 
-/// The learning-rate multiple at which a baseline would need `steps` to the headline target:
-/// log-linear between the two tuned multiples whose mean steps bracket it (None outside).
-pub fn equivalent_scale(costs: &[(f64, f64, f64)], steps: f64) -> Option<f64> {
-    costs.windows(2).find_map(|w| {
+/// The headline level of the tuning: from its same-LR baselines, as the reporting seeds' is
+/// from theirs.
+pub fn tuning_level(plan: &Plan, tuning: &[Baseline]) -> f64 {
+    let same: Vec<&Baseline> = tuning.iter().filter(|b| b.lr_scale == 1.0).collect();
+    Targets::new(&[plan.experiment.headline], &same).level(plan.experiment.headline)
+}
+
+/// The learning-rate multiple at which a baseline reaches a level in as many steps as an arm.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Equivalent {
+    /// Log-linear between the two tuned multiples whose mean steps bracket the arm's.
+    Scale(f64),
+    /// Faster than every tuned multiple (the fastest is this one).
+    Above(f64),
+    /// Slower than every tuned multiple (the slowest is this one).
+    Below(f64),
+}
+
+impl std::fmt::Display for Equivalent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Equivalent::Scale(x) => write!(f, "{x:.2}x"),
+            Equivalent::Above(x) => write!(f, "> {x}x"),
+            Equivalent::Below(x) => write!(f, "< {x}x"),
+        }
+    }
+}
+
+/// Where `steps` falls among the tuned multiples' `costs` (from [`scale_costs`]); None without
+/// tuning.
+pub fn equivalent_scale(costs: &[(f64, f64, f64)], steps: f64) -> Option<Equivalent> {
+    let within = costs.windows(2).find_map(|w| {
         let ((s0, n0, _), (s1, n1, _)) = (w[0], w[1]);
         let (lo, hi) = (n0.min(n1), n0.max(n1));
         if !(lo..=hi).contains(&steps) {
             return None;
         }
         let t = if n1 == n0 { 0.0 } else { (steps - n0) / (n1 - n0) };
-        Some((s0.ln() + t * (s1.ln() - s0.ln())).exp())
+        Some(Equivalent::Scale((s0.ln() + t * (s1.ln() - s0.ln())).exp()))
+    });
+    within.or_else(|| {
+        let fastest = costs.iter().min_by(|a, b| a.1.total_cmp(&b.1))?;
+        let slowest = costs.iter().max_by(|a, b| a.1.total_cmp(&b.1))?;
+        if steps < fastest.1 {
+            Some(Equivalent::Above(fastest.0))
+        } else if steps > slowest.1 {
+            Some(Equivalent::Below(slowest.0))
+        } else {
+            // One tuned multiple only, matched exactly.
+            Some(Equivalent::Scale(fastest.0))
+        }
     })
 }
 
@@ -330,5 +370,28 @@ mod tests {
         assert_eq!(mean_sd(&[1.0, 3.0]), (2.0, 2f64.sqrt()));
         assert_eq!(mean_sd(&[5.0]), (5.0, 0.0));
         assert!(mean_sd(&[]).0.is_nan());
+    }
+
+    #[test]
+    fn equivalent_learning_rate() {
+        // (scale, mean steps, final accuracy): faster with a higher rate.
+        let costs = [(1.0, 200.0, 0.9), (2.0, 100.0, 0.9), (8.0, 50.0, 0.9)];
+        let check = |steps: f64, want: Option<Equivalent>| {
+            let got = equivalent_scale(&costs, steps);
+            match (got, want) {
+                (Some(Equivalent::Scale(a)), Some(Equivalent::Scale(b))) => {
+                    assert!((a - b).abs() < 1e-9, "{steps}: {a} != {b}")
+                }
+                _ => assert_eq!(got, want, "{steps}"),
+            }
+        };
+        check(200.0, Some(Equivalent::Scale(1.0)));
+        check(150.0, Some(Equivalent::Scale(2f64.sqrt())));
+        check(75.0, Some(Equivalent::Scale(4.0)));
+        check(40.0, Some(Equivalent::Above(8.0)));
+        check(250.0, Some(Equivalent::Below(1.0)));
+        assert_eq!(equivalent_scale(&[], 10.0), None);
+        assert_eq!(Equivalent::Above(8.0).to_string(), "> 8x");
+        assert_eq!(Equivalent::Scale(1.5).to_string(), "1.50x");
     }
 }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::experiment::{Plan, Results, CONTROL};
-use crate::report::{self, Row, TUNED};
+use crate::report::{self, num, pct, Row, TUNED};
 use crate::{io, Error, Result};
 
 /// One regime's experiment and what it measured.
@@ -38,16 +38,6 @@ pub struct Study {
     pub plots: Vec<PathBuf>,
     pub lines: Vec<Line>,
     pub table: String,
-}
-
-fn pct(i: &crate::stats::Interval) -> String {
-    if i.estimate.is_nan() {
-        "–".into()
-    } else if i.lo.is_nan() {
-        format!("{:+.1}%", i.estimate)
-    } else {
-        format!("{:+.1}% [{:+.1}, {:+.1}]", i.estimate, i.lo, i.hi)
-    }
 }
 
 /// The headline rows of every regime: `regime | K | arm | ...`.
@@ -79,11 +69,11 @@ pub fn table(lines: &[Line]) -> String {
                 .map_or("–".into(), |i| i.verdict().to_string()),
             none(pct(&r.wall_modelled)),
             r.wall_modelled_tuned.as_ref().map_or("–".into(), pct),
-            r.equivalent_lr.map_or("–".into(), |x| format!("{x:.2}x")),
+            r.equivalent_lr.map_or("–".into(), |x| x.to_string()),
             r.jump_accuracy,
             jumped(format!("{:+.3}", r.jump_gain)),
-            jumped(format!("{:.2}", r.lambda)),
-            jumped(format!("{:.1}", r.overhead_steps)),
+            jumped(num(r.lambda, 2)),
+            jumped(num(r.overhead_steps, 1)),
         );
     }
     s
@@ -108,9 +98,17 @@ pub fn write(dir: &Path, regimes: &[Regime], commit: &str) -> Result<Study> {
                 }),
         );
         let targets = report::targets(g.plan, g.results);
+        // Relative when the regime sits beside the study's report (as `next study` lays it
+        // out), so the link survives moving the study directory.
+        let link = match (g.dir.parent(), dir.parent(), g.dir.file_name()) {
+            (Some(a), Some(b), Some(n)) if a == b => {
+                format!("../{}/report/report.md", n.to_string_lossy())
+            }
+            _ => g.dir.join("report/report.md").display().to_string(),
+        };
         let _ = writeln!(
             body,
-            "## {}\n\n{}\n\n{} reporting seed(s), {} RL steps, jumps at {:?}; base accuracy {:.3}, plateau {:.3}; tuned baseline: {}. Full report: [{}]({}).\n",
+            "## {}\n\n{}\n\n{} reporting seed(s), {} RL steps, jumps at {:?}; base accuracy {:.3}, plateau {:.3}; tuned baseline: {}. Full report: [{link}]({link}).\n",
             g.name,
             g.about,
             e.seeds,
@@ -121,8 +119,6 @@ pub fn write(dir: &Path, regimes: &[Regime], commit: &str) -> Result<Study> {
             g.results
                 .tuned_scale
                 .map_or("none".to_string(), |s| format!("{s} x the learning rate")),
-            g.dir.join("report/report.md").display(),
-            g.dir.join("report/report.md").display(),
         );
         for &k in &e.jump_at {
             let _ = writeln!(

@@ -97,7 +97,15 @@ pub const CHECKSUMS: &str = "SHA256SUMS";
 /// The base in `bases` (a directory of bases with a `SHA256SUMS` list) pretrained with `cfg`, if
 /// there is one; its files are checked against their checksums first.
 pub fn shipped(cfg: &PretrainSection, bases: &Path) -> Result<Option<Pretrained>> {
-    let wanted = cache_key(cfg)?;
+    // The thread count changes how a base would be computed here, not which base is wanted:
+    // a shipped base is the canonical bytes for its settings whatever the threads.
+    let without_threads = |mut v: Value| {
+        if let Some(m) = v.as_object_mut() {
+            m.remove("threads");
+        }
+        v
+    };
+    let wanted = without_threads(cache_key(cfg)?);
     let Ok(entries) = std::fs::read_dir(bases) else {
         return Ok(None);
     };
@@ -107,7 +115,7 @@ pub fn shipped(cfg: &PretrainSection, bases: &Path) -> Result<Option<Pretrained>
         let Ok(meta) = next_files::json::read::<Value>(&dir.join(META)) else {
             continue;
         };
-        if meta["config"] != wanted {
+        if without_threads(meta["config"].clone()) != wanted {
             continue;
         }
         verify(bases, &dir)?;

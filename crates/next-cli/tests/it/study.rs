@@ -217,3 +217,54 @@ fn quick_study_runs_every_regime_and_its_report_agrees() {
         .count();
     assert!(plots >= regimes.len(), "{plots} plots");
 }
+
+/// Every regime of the shipped study must fit together as the full study runs it, not only in
+/// quick mode (whose overrides can hide a bad horizon or jump step); and a bad study file is
+/// refused before anything runs, naming the file and the regime.
+#[test]
+fn study_settings_are_checked_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("study");
+    let check = |config: &Path, want: &str| {
+        let o = next(&[
+            "study",
+            "--check",
+            "--config",
+            config.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        if want.is_empty() {
+            assert!(o.status.success(), "{stderr}");
+        } else {
+            assert!(!o.status.success(), "{stderr}");
+            assert!(stderr.contains(want), "wanted `{want}` in:\n{stderr}");
+        }
+        assert!(!out.exists(), "a check must not start the study");
+    };
+    check(&study_file(), "");
+    let experiment = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/experiment.toml");
+    let write = |name: &str, regimes: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(
+            &p,
+            format!("experiment = {:?}\n{regimes}", experiment.display().to_string()),
+        )
+        .unwrap();
+        p
+    };
+    let twice = write(
+        "twice.toml",
+        "[[regime]]\nname = \"a\"\nabout = \"x\"\n[[regime]]\nname = \"a\"\nabout = \"y\"\n",
+    );
+    check(&twice, "regime `a` is listed twice");
+    // The second regime is bad: it is found before the first runs.
+    let bad = write(
+        "bad.toml",
+        "[[regime]]\nname = \"ok\"\nabout = \"x\"\n[[regime]]\nname = \"far\"\nabout = \"y\"\nsets = [\"scheduler.horizon=50\", \"experiment.jump_at=[30]\"]\n",
+    );
+    check(&bad, "regime far");
+    let unknown = write("unknown.toml", "[[regime]]\nname = \"a\"\nabout = \"x\"\nsize = 3\n");
+    check(&unknown, "size");
+}

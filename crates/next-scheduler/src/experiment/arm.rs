@@ -16,6 +16,8 @@ use super::{
     accuracy_at, baseline_dir, k_dir, Arm, Baseline, Diagnostics, Event, JumpCost,
     Overhead, Plan, Point,
 };
+use next_predictor::Method;
+
 use crate::jump::{self, Predictor};
 use crate::{stats, Engine, Error, Result, ScoreSet};
 
@@ -173,9 +175,15 @@ impl Ctx<'_> {
             let change = predicted.change();
             for &h in &self.plan.experiment.diag_horizons {
                 let to = checkpoint::adapter_dir(run, k + h as usize);
-                if to.is_dir() {
-                    let c = next_predictor::diagnostics::cosine(&change, from, &to)?;
-                    cosine.push((h, c));
+                if !to.is_dir() {
+                    continue;
+                }
+                // A diagnostic never fails an arm: an undefined cosine (no change on one side)
+                // or one that cannot be computed is left out of the report's means.
+                match next_predictor::diagnostics::cosine(&change, from, &to) {
+                    Ok(c) if c.is_finite() => cosine.push((h, c)),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!("cosine at horizon {h}: {e}"),
                 }
             }
         }
@@ -226,6 +234,9 @@ impl Ctx<'_> {
             next_files::json::write(&done, &arm)?;
             return Ok(arm);
         }
+        // Factor-space methods read the checkpoints themselves (counted in their fit time);
+        // only the rank-1 predictors need the store, and only they pay for extracting it.
+        let reads_store = name != CONTROL && matches!(name.parse::<Method>()?, Method::Merged(_));
         let first = if name == CONTROL {
             Jump {
                 chosen: None,
@@ -236,7 +247,11 @@ impl Ctx<'_> {
             }
         } else {
             let store = kd.join("trajectory");
-            let ex = self.extract(&base_dir, k, &store, &kd.join("extract.json"))?;
+            let ex = if reads_store {
+                self.extract(&base_dir, k, &store, &kd.join("extract.json"))?
+            } else {
+                0.0
+            };
             self.stage(b.seed, format!("k={k} {name}: fit, choose λ"));
             let source = jump::Source::of_run(&base_dir, Some(k), &store)?;
             self.jump(
@@ -311,12 +326,11 @@ impl Ctx<'_> {
             if r + 1 == rounds || hit {
                 break;
             }
-            let ex = self.extract(
-                &run,
-                end,
-                &run.join("trajectory"),
-                &run.join("extract.json"),
-            )?;
+            let ex = if reads_store {
+                self.extract(&run, end, &run.join("trajectory"), &run.join("extract.json"))?
+            } else {
+                0.0
+            };
             self.stage(
                 b.seed,
                 format!("k={k} {name}: jump {} at step {end}", r + 2),
@@ -444,7 +458,11 @@ impl Ctx<'_> {
                 .collect())
         };
         loop {
-            let so_far = own(run)?;
+            // Progress is the last checkpoint, not the last metrics row: the trainer writes a
+            // step's row before its checkpoint, and a run killed between the two resumes from
+            // the checkpoint (dropping the row), so the row alone must not end a segment.
+            let saved = checkpoint::latest(run)?.unwrap_or(seg_start);
+            let so_far: Vec<Point> = own(run)?.into_iter().filter(|p| p.step <= saved).collect();
             let last = so_far.last().map_or(seg_start, |p| p.step);
             let hit = self.stop.is_some_and(|level| {
                 let all: Vec<Point> = seg.before.iter().chain(&so_far).copied().collect();

@@ -43,7 +43,7 @@ pub struct ExperimentSection {
     /// Methods compared (merged-space predictors and factor-space methods); the control arm
     /// is always added.
     pub methods: Vec<Method>,
-    /// Targets, as fractions of the way from the base accuracy to the plateau (the same-LR
+    /// Targets, as fractions of the way from the base accuracy to the plateau (the reporting
     /// baselines' final accuracy, averaged over seeds), reached on curves smoothed over
     /// `smooth` validations.
     pub targets: Vec<f64>,
@@ -231,7 +231,8 @@ pub fn accuracy_at(curve: &[Point], step: usize) -> f64 {
 /// Everything the experiment measured; `experiment.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Results {
-    /// The same-LR baselines of the reporting seeds.
+    /// The baselines of the reporting seeds, at the arms' rate (`arm_scale`: 1, or B*'s with
+    /// `at_tuned_lr`).
     pub baselines: Vec<Baseline>,
     /// The baselines at every scale of `lr_scales`, on the tuning seeds.
     #[serde(default)]

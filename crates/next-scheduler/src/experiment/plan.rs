@@ -1,6 +1,9 @@
 //! The experiment's plan: its settings checked against each other before anything runs, and
 //! the seeds and arms they give.
 
+use next_predictor::factor::FactorKind;
+use next_predictor::Method;
+
 use super::{ExperimentSection, CONTROL};
 use crate::{Error, Result, SchedulerSection};
 
@@ -81,6 +84,14 @@ impl Plan {
         if !e.lr_scales.is_empty() && e.tuning_seeds == 0 {
             return bad("experiment.lr_scales needs experiment.tuning_seeds of at least 1".into());
         }
+        let tuning = e.tuning_first_seed..e.tuning_first_seed + e.tuning_seeds as u64;
+        let reporting = e.first_seed..e.first_seed + e.seeds as u64;
+        if !e.lr_scales.is_empty() && tuning.start < reporting.end && reporting.start < tuning.end
+        {
+            return bad(format!(
+                "the tuning seeds {tuning:?} overlap the reporting seeds {reporting:?}: B* must be chosen on seeds the report does not use (move experiment.tuning_first_seed)"
+            ));
+        }
         if let Some(h) = e
             .diag_horizons
             .iter()
@@ -115,6 +126,13 @@ impl Plan {
                 return bad(format!(
                     "experiment.every ({ev}) must be a multiple of trainer.save_every ({save_every}) and trainer.val_every ({val_every}), at least two checkpoints and at least scheduler.horizon ({}) apart",
                     scheduler.horizon
+                ));
+            }
+            let first_update = Method::Factor(FactorKind::ScaleFirst);
+            if e.methods.contains(&first_update) {
+                return bad(format!(
+                    "experiment.rounds ({}) > 1 with `{first_update}`: a later jump would start from a segment whose first checkpoint is the previous jump, not the run's first update",
+                    e.rounds
                 ));
             }
             if let Some(k) = e

@@ -69,10 +69,13 @@ pub(super) fn render(plan: &Plan, results: &Results, t: &Tables) -> Result<Strin
         .chain(&results.tuned)
         .map(|b| baseline_line(b, level, plan))
         .collect();
+    // At the level B* was chosen by (the tuning's own same-LR runs), so this table shows the
+    // choice as it was made.
+    let tuning_level = crate::stats::tuning_level(plan, &results.tuning);
     let tuning: Vec<BaselineLine> = results
         .tuning
         .iter()
-        .map(|b| baseline_line(b, level, plan))
+        .map(|b| baseline_line(b, tuning_level, plan))
         .collect();
     let ctx = minijinja::context! {
         commit => t.commit,
@@ -88,6 +91,7 @@ pub(super) fn render(plan: &Plan, results: &Results, t: &Tables) -> Result<Strin
         base => format!("{:.3}", targets.base),
         plateau => format!("{:.3}", targets.plateau),
         headline => format!("{:.0}", e.headline * 100.0),
+        tuning_level => format!("{tuning_level:.3}"),
         smooth => e.smooth,
         select_size => t.select_size,
         lr_scales => format!("{:?}", plan.scales()),

@@ -12,6 +12,7 @@ mod markdown;
 mod plots;
 mod rows;
 
+pub(crate) use rows::{num, pct};
 pub use rows::{diagnostics_table, rows, table, targets, Row, TUNED};
 
 /// The mean accuracy curves at jump step `k` (every arm, the baselines) as `<dir>/<name>.png`;

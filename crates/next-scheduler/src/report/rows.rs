@@ -10,7 +10,8 @@ use serde::Serialize;
 
 use crate::experiment::{accuracy_at, Arm, Baseline, JumpCost, Plan, Point, Results, CONTROL};
 use crate::stats::{
-    cost, equivalent_scale, mean_sd, paired_saving, scale_costs, Cost, Interval, Targets, Verdict,
+    cost, equivalent_scale, mean_sd, paired_saving, scale_costs, Cost, Equivalent, Interval,
+    Targets, Verdict,
 };
 
 /// The name of the tuned baseline's row.
@@ -38,9 +39,9 @@ pub struct Row {
     pub wall_measured: Interval,
     pub wall_modelled: Interval,
     pub wall_modelled_tuned: Option<Interval>,
-    /// The learning-rate multiple at which a baseline reaches the headline target in as many
-    /// steps (interpolated between the tuned multiples).
-    pub equivalent_lr: Option<f64>,
+    /// The learning-rate multiple at which a tuning baseline reaches this row's level in as
+    /// many steps (interpolated between the tuned multiples, or a bound outside them).
+    pub equivalent_lr: Option<Equivalent>,
     /// Final validation accuracy: mean and spread over seeds.
     pub final_accuracy: (f64, f64),
     /// Right after the jump, and its difference from the control there.
@@ -96,7 +97,6 @@ pub fn rows(plan: &Plan, results: &Results) -> Vec<Row> {
     let baselines: BTreeMap<u64, &Baseline> =
         results.baselines.iter().map(|b| (b.seed, b)).collect();
     let tuned: BTreeMap<u64, &Baseline> = results.tuned.iter().map(|b| (b.seed, b)).collect();
-    let scale_costs = scale_costs(plan, &results.tuning);
     let mut names = vec![CONTROL.to_string()];
     if results.tuned_scale.is_some() {
         names.push(TUNED.to_string());
@@ -206,7 +206,10 @@ pub fn rows(plan: &Plan, results: &Results) -> Vec<Row> {
                     wall_modelled_tuned: (name != TUNED)
                         .then(|| saving(&modelled, &|c| c.2.map(|t| t.modelled)))
                         .flatten(),
-                    equivalent_lr: equivalent_scale(&scale_costs, mean_steps),
+                    equivalent_lr: equivalent_scale(
+                        &scale_costs(plan, &results.tuning, level),
+                        mean_steps,
+                    ),
                     final_accuracy: mean_sd(
                         &runs
                             .iter()
@@ -229,7 +232,8 @@ pub fn rows(plan: &Plan, results: &Results) -> Vec<Row> {
     out
 }
 
-fn pct(i: &Interval) -> String {
+/// A saving as text: `+12.3% [+4.0, +20.1]`; `–` when there is none.
+pub(crate) fn pct(i: &Interval) -> String {
     if i.estimate.is_nan() {
         return "–".into();
     }
@@ -239,7 +243,8 @@ fn pct(i: &Interval) -> String {
     format!("{:+.1}% [{:+.1}, {:+.1}]", i.estimate, i.lo, i.hi)
 }
 
-fn num(x: f64, digits: usize) -> String {
+/// A number as text; `–` for NaN (not measured).
+pub(crate) fn num(x: f64, digits: usize) -> String {
     if x.is_nan() {
         "–".into()
     } else {
@@ -274,7 +279,7 @@ pub fn table(plan: &Plan, rows: &[Row]) -> String {
             own(pct(&r.wall_modelled)),
             own(pct(&r.wall_measured)),
             own(r.verdict().to_string()),
-            r.equivalent_lr.map_or("–".into(), |x| format!("{x:.2}x")),
+            r.equivalent_lr.map_or("–".into(), |x| x.to_string()),
             num(r.final_accuracy.0, 3),
             num(r.final_accuracy.1, 3),
             num(r.jump_accuracy, 3),
