@@ -150,7 +150,10 @@ pub(crate) fn execute(config: Option<&Path>, sets: &[String], out: &Path) -> Res
     let (tuning, tuned) = if e.lr_scales.is_empty() {
         (0, 0)
     } else {
-        (e.tuning_seeds * plan.scales().len(), usize::from(!e.at_tuned_lr))
+        (
+            e.tuning_seeds * plan.scales().len(),
+            usize::from(!e.at_tuned_lr),
+        )
     };
     let total = tuning * steps + plan.seeds().len() * ((1 + tuned) * steps + arm_steps);
     let pb = bar(total as u64, "experiment")?;

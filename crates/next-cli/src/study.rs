@@ -77,7 +77,11 @@ pub fn run(a: Args) -> Result<()> {
         bail!(
             "{}: no regime `{r}` (it has {})",
             a.config.display(),
-            file.regime.iter().map(|g| g.name.as_str()).collect::<Vec<_>>().join(", ")
+            file.regime
+                .iter()
+                .map(|g| g.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     let chosen: Vec<&RegimeSpec> = file
@@ -91,7 +95,11 @@ pub fn run(a: Args) -> Result<()> {
         .enumerate()
         .find(|(i, g)| file.regime[..*i].iter().any(|h| h.name == g.name))
     {
-        bail!("{}: regime `{}` is listed twice", a.config.display(), g.1.name);
+        bail!(
+            "{}: regime `{}` is listed twice",
+            a.config.display(),
+            g.1.name
+        );
     }
     let sets_of = |g: &RegimeSpec| {
         let mut sets: Vec<String> = file.sets.iter().chain(&g.sets).cloned().collect();
@@ -110,7 +118,11 @@ pub fn run(a: Args) -> Result<()> {
             .with_context(|| format!("{}: regime {}", a.config.display(), g.name))?;
     }
     if a.check {
-        eprintln!("{}: {} regime(s) fit together", a.config.display(), chosen.len());
+        eprintln!(
+            "{}: {} regime(s) fit together",
+            a.config.display(),
+            chosen.len()
+        );
         return Ok(());
     }
     let mut done = vec![];
@@ -134,6 +146,10 @@ pub fn run(a: Args) -> Result<()> {
     let commit = next_scheduler::experiment::current_commit();
     let s = study::write(&a.out.join("report"), &regimes, &commit)?;
     println!("{}", s.table);
-    eprintln!("study report: {} ({} plots)", s.markdown.display(), s.plots.len());
+    eprintln!(
+        "study report: {} ({} plots)",
+        s.markdown.display(),
+        s.plots.len()
+    );
     Ok(())
 }

@@ -42,11 +42,7 @@ pub fn dense(predictions: &[Prediction]) -> BTreeMap<String, DMatrix<f64>> {
 /// The cosine between `predicted` (per module) and the change from the adapter in `from` to the
 /// one in `to`, over every module of the adapters (a module without a prediction, or whose
 /// prediction has no terms, predicts no change); NaN when either side is zero.
-pub fn cosine(
-    predicted: &BTreeMap<String, DMatrix<f64>>,
-    from: &Path,
-    to: &Path,
-) -> Result<f64> {
+pub fn cosine(predicted: &BTreeMap<String, DMatrix<f64>>, from: &Path, to: &Path) -> Result<f64> {
     let (a, b) = (merged(from)?, merged(to)?);
     if let Some(m) = predicted.keys().find(|m| !b.contains_key(*m)) {
         return Err(Error::Unsupported(format!(

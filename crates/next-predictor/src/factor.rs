@@ -102,7 +102,9 @@ impl FactorSeries {
     /// Reads `(step, adapter directory)` pairs in step order, and `init` (θ_0) if given.
     pub fn read(checkpoints: &[(u64, PathBuf)], init: Option<&Path>) -> Result<Self> {
         let (Some(first), Some(last)) = (checkpoints.first(), checkpoints.last()) else {
-            return Err(Error::Unsupported("no checkpoints to extrapolate from".into()));
+            return Err(Error::Unsupported(
+                "no checkpoints to extrapolate from".into(),
+            ));
         };
         let a0 = Adapter::open(&first.1)?;
         let mut factors = vec![];
@@ -120,9 +122,10 @@ impl FactorSeries {
                 )));
             }
             let pairs = read_pairs(&a)?;
-            if factors.first().is_some_and(|f: &Factors| {
-                f.keys().ne(pairs.keys())
-            }) {
+            if factors
+                .first()
+                .is_some_and(|f: &Factors| f.keys().ne(pairs.keys()))
+            {
                 return Err(Error::Unsupported(format!(
                     "{}: other modules than step {}",
                     dir.display(),
@@ -193,7 +196,9 @@ impl FactorJump {
     /// an existing directory (a caller's staging directory).
     pub fn write_into(&self, lambda: f64, dir: &Path) -> Result<()> {
         if !lambda.is_finite() {
-            return Err(Error::Invalid(format!("λ = {lambda} is not a finite number")));
+            return Err(Error::Invalid(format!(
+                "λ = {lambda} is not a finite number"
+            )));
         }
         let cfg: serde_json::Value =
             next_files::json::read(&self.template.join(next_files::peft::CONFIG))?;
@@ -286,33 +291,32 @@ pub fn predict(kind: FactorKind, series: &FactorSeries, horizon: u64) -> Result<
         }
         FactorKind::RelexPca => {
             // The origin: θ_0 if kept, else the first checkpoint (then one point fewer).
-            let (origin, t0, points): (&Factors, f64, Vec<(f64, &Factors)>) =
-                match &series.init {
-                    Some(init) => (
-                        init,
-                        0.0,
+            let (origin, t0, points): (&Factors, f64, Vec<(f64, &Factors)>) = match &series.init {
+                Some(init) => (
+                    init,
+                    0.0,
+                    series
+                        .steps
+                        .iter()
+                        .zip(&series.factors)
+                        .map(|(s, f)| (*s as f64, f))
+                        .collect(),
+                ),
+                None => {
+                    need(3)?;
+                    (
+                        &series.factors[0],
+                        series.steps[0] as f64,
                         series
                             .steps
                             .iter()
                             .zip(&series.factors)
+                            .skip(1)
                             .map(|(s, f)| (*s as f64, f))
                             .collect(),
-                    ),
-                    None => {
-                        need(3)?;
-                        (
-                            &series.factors[0],
-                            series.steps[0] as f64,
-                            series
-                                .steps
-                                .iter()
-                                .zip(&series.factors)
-                                .skip(1)
-                                .map(|(s, f)| (*s as f64, f))
-                                .collect(),
-                        )
-                    }
-                };
+                    )
+                }
+            };
             if points.len() < 2 {
                 return Err(Error::Unsupported(
                     "relex-pca fits a line through at least two points of the trajectory".into(),
@@ -320,8 +324,22 @@ pub fn predict(kind: FactorKind, series: &FactorSeries, horizon: u64) -> Result<
             }
             let target = t + h;
             let predicted = map(&|m, _| Pair {
-                b: relex_tensor(&origin[m].b, &points.iter().map(|(s, f)| (*s - t0, &f[m].b)).collect::<Vec<_>>(), target - t0),
-                a: relex_tensor(&origin[m].a, &points.iter().map(|(s, f)| (*s - t0, &f[m].a)).collect::<Vec<_>>(), target - t0),
+                b: relex_tensor(
+                    &origin[m].b,
+                    &points
+                        .iter()
+                        .map(|(s, f)| (*s - t0, &f[m].b))
+                        .collect::<Vec<_>>(),
+                    target - t0,
+                ),
+                a: relex_tensor(
+                    &origin[m].a,
+                    &points
+                        .iter()
+                        .map(|(s, f)| (*s - t0, &f[m].a))
+                        .collect::<Vec<_>>(),
+                    target - t0,
+                ),
             });
             let dir = map(&|m, p| Pair {
                 b: &predicted[m].b - &p.b,
@@ -343,7 +361,11 @@ pub fn predict(kind: FactorKind, series: &FactorSeries, horizon: u64) -> Result<
 /// RELEX on one tensor: deltas δ_i = θ_i − θ_0 at times t_i (a T x d matrix), its top right
 /// singular vector V1 from the T x T Gram matrix, c_i = ⟨δ_i, V1⟩ fitted by a line in t, and
 /// θ_0 + c(t*) V1.
-fn relex_tensor(origin: &DMatrix<f64>, points: &[(f64, &DMatrix<f64>)], target: f64) -> DMatrix<f64> {
+fn relex_tensor(
+    origin: &DMatrix<f64>,
+    points: &[(f64, &DMatrix<f64>)],
+    target: f64,
+) -> DMatrix<f64> {
     let deltas: Vec<DMatrix<f64>> = points.iter().map(|(_, x)| *x - origin).collect();
     let n = deltas.len();
     let gram = DMatrix::from_fn(n, n, |i, j| deltas[i].dot(&deltas[j]));
@@ -409,8 +431,16 @@ mod tests {
         let check = |kind, lambda: f64, b: f64, a: f64| {
             let j = predict(kind, &s, 10).unwrap();
             let p = &j.at(lambda)["m"];
-            assert!((p.b[(0, 0)] - b).abs() < 1e-9, "{kind:?} λ {lambda}: b {}", p.b[(0, 0)]);
-            assert!((p.a[(0, 0)] - a).abs() < 1e-9, "{kind:?} λ {lambda}: a {}", p.a[(0, 0)]);
+            assert!(
+                (p.b[(0, 0)] - b).abs() < 1e-9,
+                "{kind:?} λ {lambda}: b {}",
+                p.b[(0, 0)]
+            );
+            assert!(
+                (p.a[(0, 0)] - a).abs() < 1e-9,
+                "{kind:?} λ {lambda}: a {}",
+                p.a[(0, 0)]
+            );
         };
         // λ = 0 is always the current adapter.
         for kind in FactorKind::ALL {
@@ -429,7 +459,11 @@ mod tests {
     #[test]
     fn too_short_trajectories_are_refused() {
         let s = series(&[(10, 1.0, 1.0)], None);
-        for kind in [FactorKind::TwoPointFactor, FactorKind::Ema, FactorKind::RelexPca] {
+        for kind in [
+            FactorKind::TwoPointFactor,
+            FactorKind::Ema,
+            FactorKind::RelexPca,
+        ] {
             let e = predict(kind, &s, 10).unwrap_err().to_string();
             assert!(e.contains("at least"), "{kind:?}: {e}");
         }

@@ -356,7 +356,9 @@ impl PredictorKind {
 /// A way to jump: a predictor of the rank-1 trajectory of the merged deltas (the jump adds rank
 /// to the adapter), or a method in the space of the LoRA factors (the jump keeps the rank).
 /// Configs and flags name it by its name alone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(try_from = "String", into = "String")]
 pub enum Method {
     Merged(PredictorKind),

@@ -135,7 +135,10 @@ pub struct Jump {
 impl Jump {
     /// (λ, score) of every candidate, in evaluation order.
     pub fn scores(&self) -> Vec<(f64, f64)> {
-        self.candidates.iter().map(|c| (c.lambda, c.score)).collect()
+        self.candidates
+            .iter()
+            .map(|c| (c.lambda, c.score))
+            .collect()
     }
 }
 
@@ -189,7 +192,12 @@ pub fn jump(
             let series = FactorSeries::read(&source.checkpoints, source.initial.as_deref())?;
             let j = factor::predict(*kind, &series, plan.horizon)?;
             let step = series.steps.last().copied().unwrap_or(0);
-            (kind.name().to_string(), serde_json::json!({}), step, Predicted::Factor(j))
+            (
+                kind.name().to_string(),
+                serde_json::json!({}),
+                step,
+                Predicted::Factor(j),
+            )
         }
         merged => {
             let store = Store::open(&source.store)?;
@@ -310,8 +318,7 @@ fn score(
                         return engine.score(adapter, ScoreSet::Selection);
                     }
                     let dir = scratch.path().join(format!("candidate-{i}"));
-                    std::fs::create_dir_all(&dir)
-                        .map_err(|e| next_files::Error::io(&dir, e))?;
+                    std::fs::create_dir_all(&dir).map_err(|e| next_files::Error::io(&dir, e))?;
                     write(predicted, adapter, l, rank, &dir)?;
                     engine.score(&dir, ScoreSet::Selection)
                 })
@@ -326,7 +333,10 @@ fn copy_files(from: &Path, to: &Path) -> Result<()> {
     let entries = std::fs::read_dir(from).map_err(|e| next_files::Error::io(from, e))?;
     for e in entries {
         let e = e.map_err(|e| next_files::Error::io(from, e))?;
-        if e.file_type().map_err(|x| next_files::Error::io(e.path(), x))?.is_file() {
+        if e.file_type()
+            .map_err(|x| next_files::Error::io(e.path(), x))?
+            .is_file()
+        {
             let dest = to.join(e.file_name());
             std::fs::copy(e.path(), &dest).map_err(|x| next_files::Error::io(&dest, x))?;
         }

@@ -182,7 +182,13 @@ pub struct Cost {
 
 /// The cost of reaching `level` on `curve` (jumps `jumps`; `step_seconds` the median RL step of
 /// the seed's baseline).
-pub fn cost(curve: &[Point], level: f64, plan: &Plan, step_seconds: f64, jumps: &[JumpCost]) -> Cost {
+pub fn cost(
+    curve: &[Point],
+    level: f64,
+    plan: &Plan,
+    step_seconds: f64,
+    jumps: &[JumpCost],
+) -> Cost {
     let smooth = smoothed(curve, plan.experiment.smooth);
     let overhead = |step: usize| -> f64 {
         jumps
@@ -287,7 +293,11 @@ pub fn equivalent_scale(costs: &[(f64, f64, f64)], steps: f64) -> Option<Equival
         if !(lo..=hi).contains(&steps) {
             return None;
         }
-        let t = if n1 == n0 { 0.0 } else { (steps - n0) / (n1 - n0) };
+        let t = if n1 == n0 {
+            0.0
+        } else {
+            (steps - n0) / (n1 - n0)
+        };
         Some(Equivalent::Scale((s0.ln() + t * (s1.ln() - s0.ln())).exp()))
     });
     within.or_else(|| {

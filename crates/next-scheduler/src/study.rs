@@ -47,11 +47,20 @@ pub fn table(lines: &[Line]) -> String {
         s,
         "| regime | K | arm | reached | steps to target | vs same LR | verdict | vs tuned B* | verdict vs B* | wall vs same LR (modelled) | wall vs B* (modelled) | equiv. LR | acc after jump (vs control) | λ | overhead (RL steps) |"
     );
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(
+        s,
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
     for l in lines {
         let r = &l.row;
         let none = |x: String| if r.arm == CONTROL { "–".into() } else { x };
-        let jumped = |x: String| if r.arm == CONTROL || r.arm == TUNED { "–".into() } else { x };
+        let jumped = |x: String| {
+            if r.arm == CONTROL || r.arm == TUNED {
+                "–".into()
+            } else {
+                x
+            }
+        };
         let _ = writeln!(
             s,
             "| {} | {} | {} | {}/{} | {:.1} | {} | {} | {} | {} | {} | {} | {} | {:.3} ({}) | {} | {} |",
@@ -121,11 +130,7 @@ pub fn write(dir: &Path, regimes: &[Regime], commit: &str) -> Result<Study> {
                 .map_or("none".to_string(), |s| format!("{s} x the learning rate")),
         );
         for &k in &e.jump_at {
-            let _ = writeln!(
-                body,
-                "{}",
-                report::diagnostics_table(g.plan, g.results, k)
-            );
+            let _ = writeln!(body, "{}", report::diagnostics_table(g.plan, g.results, k));
             let name = format!("{}_k{k}", g.name);
             let _ = writeln!(body, "![{} at {k}]({name}.png)\n", g.name);
             charts.push((name, g, k));

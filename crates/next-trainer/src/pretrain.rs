@@ -135,11 +135,18 @@ fn verify(bases: &Path, dir: &Path) -> Result<()> {
     use sha2::Digest;
     let list = bases.join(CHECKSUMS);
     let text = std::fs::read_to_string(&list).map_err(|e| next_files::Error::io(&list, e))?;
-    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let mut checked = 0;
     for (i, line) in text.lines().enumerate() {
         let Some((sum, file)) = line.split_once("  ") else {
-            return Err(Error::Data(format!("{}:{}: expected `<sha256>  <file>`", list.display(), i + 1)));
+            return Err(Error::Data(format!(
+                "{}:{}: expected `<sha256>  <file>`",
+                list.display(),
+                i + 1
+            )));
         };
         if file.split('/').next() != Some(name.as_str()) {
             continue;

@@ -93,7 +93,10 @@ fn quick_experiment_reports_every_arm_and_resumes() {
                 .iter()
                 .map(|c| c[1].as_f64().unwrap())
                 .fold(f64::MIN, f64::max);
-            let chosen = cands.iter().find(|c| c[0].as_f64() == Some(lambda)).unwrap();
+            let chosen = cands
+                .iter()
+                .find(|c| c[0].as_f64() == Some(lambda))
+                .unwrap();
             assert_eq!(chosen[1].as_f64().unwrap(), best, "{name}");
             // The accuracy right after the jump is the chosen adapter's on the validation
             // split, a split the choice never saw.
@@ -167,7 +170,10 @@ fn a_bad_plan_is_refused_by_key_before_anything_runs() {
         (&["experiment.rounds=2"], "experiment.rounds"),
         // B* chosen on the seeds the report uses would flatter it.
         (
-            &["experiment.lr_scales=[2.0]", "experiment.tuning_first_seed=0"],
+            &[
+                "experiment.lr_scales=[2.0]",
+                "experiment.tuning_first_seed=0",
+            ],
             "experiment.tuning_first_seed",
         ),
         (

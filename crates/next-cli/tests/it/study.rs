@@ -48,7 +48,11 @@ fn best_scale(settings: &Value, tuning: &[Value]) -> f64 {
     let never = (t["steps"].as_u64().unwrap() + t["val_every"].as_u64().unwrap()) as f64;
     let same: Vec<&Value> = tuning.iter().filter(|b| f(&b["lr_scale"]) == 1.0).collect();
     let n = same.len() as f64;
-    let base = same.iter().map(|b| f(&b["curve"][0]["accuracy"])).sum::<f64>() / n;
+    let base = same
+        .iter()
+        .map(|b| f(&b["curve"][0]["accuracy"]))
+        .sum::<f64>()
+        / n;
     let plateau = same.iter().map(|b| f(&b["target"])).sum::<f64>() / n;
     let level = base + f(&e["headline"]) * (plateau - base);
     let mut scales: Vec<f64> = tuning.iter().map(|b| f(&b["lr_scale"])).collect();
@@ -98,7 +102,8 @@ fn quick_study_runs_every_regime_and_its_report_agrees() {
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{stderr}");
     let table = String::from_utf8_lossy(&o.stdout).to_string();
-    let study: toml::Value = toml::from_str(&std::fs::read_to_string(study_file()).unwrap()).unwrap();
+    let study: toml::Value =
+        toml::from_str(&std::fs::read_to_string(study_file()).unwrap()).unwrap();
     let regimes: Vec<&str> = study["regime"]
         .as_array()
         .unwrap()
@@ -138,7 +143,11 @@ fn quick_study_runs_every_regime_and_its_report_agrees() {
             assert_eq!(arm_scale, 1.0, "{name}");
         }
         let baselines = r["baselines"].as_array().unwrap();
-        assert_eq!(baselines.len() as u64, e["seeds"].as_u64().unwrap(), "{name}");
+        assert_eq!(
+            baselines.len() as u64,
+            e["seeds"].as_u64().unwrap(),
+            "{name}"
+        );
         for b in baselines {
             assert_eq!(f(&b["lr_scale"]), arm_scale, "{name}");
             let seed = b["seed"].as_u64().unwrap();
@@ -152,14 +161,21 @@ fn quick_study_runs_every_regime_and_its_report_agrees() {
             let cfg: toml::Value = toml::from_str(&resolved).unwrap();
             let lr = cfg["optim"]["lr"].as_float().unwrap();
             let configured = s["optim"]["lr"].as_f64().unwrap();
-            assert!((lr - configured * arm_scale).abs() < 1e-12, "{name}: lr {lr}");
+            assert!(
+                (lr - configured * arm_scale).abs() < 1e-12,
+                "{name}: lr {lr}"
+            );
         }
         // Stopping at the target: the highest level on the way from base to plateau; an arm
         // stops at its first validation whose smoothed accuracy reaches it, or runs to the end.
         let smooth = e["smooth"].as_u64().unwrap() as usize;
         let steps = s["trainer"]["steps"].as_u64().unwrap();
         let n = baselines.len() as f64;
-        let base = baselines.iter().map(|b| f(&b["curve"][0]["accuracy"])).sum::<f64>() / n;
+        let base = baselines
+            .iter()
+            .map(|b| f(&b["curve"][0]["accuracy"]))
+            .sum::<f64>()
+            / n;
         let plateau = baselines.iter().map(|b| f(&b["target"])).sum::<f64>() / n;
         let top = e["targets"]
             .as_array()
@@ -249,7 +265,10 @@ fn study_settings_are_checked_before_anything_runs() {
         let p = dir.path().join(name);
         std::fs::write(
             &p,
-            format!("experiment = {:?}\n{regimes}", experiment.display().to_string()),
+            format!(
+                "experiment = {:?}\n{regimes}",
+                experiment.display().to_string()
+            ),
         )
         .unwrap();
         p
@@ -265,6 +284,9 @@ fn study_settings_are_checked_before_anything_runs() {
         "[[regime]]\nname = \"ok\"\nabout = \"x\"\n[[regime]]\nname = \"far\"\nabout = \"y\"\nsets = [\"scheduler.horizon=50\", \"experiment.jump_at=[30]\"]\n",
     );
     check(&bad, "regime far");
-    let unknown = write("unknown.toml", "[[regime]]\nname = \"a\"\nabout = \"x\"\nsize = 3\n");
+    let unknown = write(
+        "unknown.toml",
+        "[[regime]]\nname = \"a\"\nabout = \"x\"\nsize = 3\n",
+    );
     check(&unknown, "size");
 }

@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use super::metrics::{curve, read};
 use super::CONTROL;
 use super::{
-    accuracy_at, baseline_dir, k_dir, Arm, Baseline, Diagnostics, Event, JumpCost,
-    Overhead, Plan, Point,
+    accuracy_at, baseline_dir, k_dir, Arm, Baseline, Diagnostics, Event, JumpCost, Overhead, Plan,
+    Point,
 };
 use next_predictor::Method;
 
@@ -327,7 +327,12 @@ impl Ctx<'_> {
                 break;
             }
             let ex = if reads_store {
-                self.extract(&run, end, &run.join("trajectory"), &run.join("extract.json"))?
+                self.extract(
+                    &run,
+                    end,
+                    &run.join("trajectory"),
+                    &run.join("extract.json"),
+                )?
             } else {
                 0.0
             };
@@ -415,11 +420,7 @@ impl Ctx<'_> {
         let entropy = |run: &Path, from: usize| window_mean(run, "actor/entropy", from, from + w);
         let after = accuracy_at(points, k);
         // Where the baseline first reaches the accuracy the jump reached at once.
-        let at = b
-            .curve
-            .iter()
-            .find(|p| p.accuracy >= after)
-            .map(|p| p.step);
+        let at = b.curve.iter().find(|p| p.accuracy >= after).map(|p| p.step);
         let (mixed_control, entropy_control) = match at {
             Some(c) => (mixed(&base, c)?, entropy(&base, c)?),
             None => (f64::NAN, f64::NAN),

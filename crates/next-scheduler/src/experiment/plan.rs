@@ -86,8 +86,7 @@ impl Plan {
         }
         let tuning = e.tuning_first_seed..e.tuning_first_seed + e.tuning_seeds as u64;
         let reporting = e.first_seed..e.first_seed + e.seeds as u64;
-        if !e.lr_scales.is_empty() && tuning.start < reporting.end && reporting.start < tuning.end
-        {
+        if !e.lr_scales.is_empty() && tuning.start < reporting.end && reporting.start < tuning.end {
             return bad(format!(
                 "the tuning seeds {tuning:?} overlap the reporting seeds {reporting:?}: B* must be chosen on seeds the report does not use (move experiment.tuning_first_seed)"
             ));

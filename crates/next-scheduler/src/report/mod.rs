@@ -12,8 +12,8 @@ mod markdown;
 mod plots;
 mod rows;
 
-pub(crate) use rows::{num, pct};
 pub use rows::{diagnostics_table, rows, table, targets, Row, TUNED};
+pub(crate) use rows::{num, pct};
 
 /// The mean accuracy curves at jump step `k` (every arm, the baselines) as `<dir>/<name>.png`;
 /// None when there is nothing to draw.
@@ -32,7 +32,12 @@ pub fn curves_plot(
         y: "accuracy",
         lines: curves
             .iter()
-            .map(|(n, c)| (n.clone(), c.iter().map(|p| (p.step as f64, p.accuracy)).collect()))
+            .map(|(n, c)| {
+                (
+                    n.clone(),
+                    c.iter().map(|p| (p.step as f64, p.accuracy)).collect(),
+                )
+            })
             .collect(),
     };
     Ok(plots::draw(dir, &[chart])?.into_iter().next())

@@ -164,9 +164,13 @@ pub fn rows(plan: &Plan, results: &Results) -> Vec<Row> {
                     })
                     .collect();
                 let seed = 0x5eed ^ k as u64 ^ (fraction * 1000.0) as u64;
-                let saving = |f: &dyn Fn(&Cost) -> f64, reference: &dyn Fn(&Costs) -> Option<f64>| -> Option<Interval> {
-                    let pairs: Option<Vec<(f64, f64)>> =
-                        costs.iter().map(|c| Some((reference(c)?, f(&c.1)))).collect();
+                let saving = |f: &dyn Fn(&Cost) -> f64,
+                              reference: &dyn Fn(&Costs) -> Option<f64>|
+                 -> Option<Interval> {
+                    let pairs: Option<Vec<(f64, f64)>> = costs
+                        .iter()
+                        .map(|c| Some((reference(c)?, f(&c.1))))
+                        .collect();
                     let pairs = pairs?;
                     let (r, m): (Vec<f64>, Vec<f64>) = pairs.into_iter().unzip();
                     Some(paired_saving(&r, &m, e.resamples, e.confidence, seed))
@@ -197,7 +201,8 @@ pub fn rows(plan: &Plan, results: &Results) -> Vec<Row> {
                     reached: costs.iter().filter(|c| c.1.reached).count(),
                     seeds: costs.len(),
                     steps: mean_steps,
-                    vs_control: saving(&steps_of, &|c| Some(c.0.steps)).expect("the control is there"),
+                    vs_control: saving(&steps_of, &|c| Some(c.0.steps))
+                        .expect("the control is there"),
                     vs_tuned: (name != TUNED)
                         .then(|| saving(&steps_of, &|c| c.2.map(|t| t.steps)))
                         .flatten(),
@@ -260,12 +265,21 @@ pub fn table(plan: &Plan, rows: &[Row]) -> String {
         s,
         "| K | arm | reached | steps to target | steps saved vs same LR ({level}% CI) | vs tuned B* | wall saved, modelled | wall saved, measured | verdict | equiv. LR | final acc (± sd) | acc after jump (vs control) | λ | overhead s (RL steps) |"
     );
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(
+        s,
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
     for r in rows.iter().filter(|r| r.target == plan.experiment.headline) {
         // The control is what the others are measured against: no saving, gain or λ of its own;
         // B* is a baseline: no jump.
         let own = |x: String| if r.arm == CONTROL { "–".into() } else { x };
-        let jumped = |x: String| if r.arm == CONTROL || r.arm == TUNED { "–".into() } else { x };
+        let jumped = |x: String| {
+            if r.arm == CONTROL || r.arm == TUNED {
+                "–".into()
+            } else {
+                x
+            }
+        };
         let _ = writeln!(
             s,
             "| {} | {} | {}/{} | {} | {} | {} | {} | {} | {} | {} | {} ± {} | {} ({}) | {} | {} ({}) |",
@@ -314,7 +328,9 @@ pub fn targets_table(plan: &Plan, rows: &[Row]) -> String {
             pct(&r.vs_control),
             r.verdict(),
             r.vs_tuned.as_ref().map_or("–".into(), pct),
-            r.vs_tuned.as_ref().map_or("–".into(), |i| i.verdict().to_string()),
+            r.vs_tuned
+                .as_ref()
+                .map_or("–".into(), |i| i.verdict().to_string()),
         );
     }
     let _ = plan;
@@ -346,7 +362,11 @@ pub fn diagnostics_table(plan: &Plan, results: &Results, k: usize) -> String {
             continue;
         }
         let mean = |f: &dyn Fn(&crate::experiment::Diagnostics) -> Option<f64>| {
-            let v: Vec<f64> = d.iter().filter_map(|x| f(x)).filter(|x| x.is_finite()).collect();
+            let v: Vec<f64> = d
+                .iter()
+                .filter_map(|x| f(x))
+                .filter(|x| x.is_finite())
+                .collect();
             num(mean_sd(&v).0, 2)
         };
         let _ = write!(s, "| {name} |");

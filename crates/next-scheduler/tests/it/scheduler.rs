@@ -105,7 +105,12 @@ fn decision_trace_is_deterministic() {
         .unwrap(),
     )
     .unwrap();
-    assert_eq!(cfg_json["r"], if d.lambda == 0.0 { 4 } else { 5 }, "{}", trace(&state));
+    assert_eq!(
+        cfg_json["r"],
+        if d.lambda == 0.0 { 4 } else { 5 },
+        "{}",
+        trace(&state)
+    );
 }
 
 /// Delegates to the real engine but fails the `fail_at`-th score call, as a kill would.

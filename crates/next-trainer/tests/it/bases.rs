@@ -8,7 +8,9 @@ use next_trainer::TrainConfig;
 #[test]
 fn the_default_config_uses_the_shipped_base() {
     let cfg = TrainConfig::default();
-    let found = shipped(&cfg.pretrain, &shipped_dir()).unwrap().expect("bases/add3");
+    let found = shipped(&cfg.pretrain, &shipped_dir())
+        .unwrap()
+        .expect("bases/add3");
     assert!(found.dir.ends_with("add3"), "{}", found.dir.display());
     assert!(found.reused);
     // Another pretraining setting has no shipped base.
@@ -35,5 +37,8 @@ fn a_damaged_shipped_base_is_refused_by_name() {
     bytes[last] ^= 1;
     std::fs::write(&model, bytes).unwrap();
     let err = shipped(&cfg, bases).unwrap_err().to_string();
-    assert!(err.contains("model.safetensors") && err.contains("checksum"), "{err}");
+    assert!(
+        err.contains("model.safetensors") && err.contains("checksum"),
+        "{err}"
+    );
 }
