@@ -2,7 +2,14 @@
 //! `Answer:`, last number), normalisation (units, `$`, `\text`, `\left`, degrees, percent,
 //! thousands separators), and equivalence decided exactly where possible (rationals),
 //! numerically otherwise (expressions with variables at random points), for tuples, intervals,
-//! sets, equations and multiple-choice letters. Every step is bounded in time and size.
+//! sets, matrices, binomial coefficients, equations and multiple-choice letters (also written
+//! with their value, `\textbf{(B)}\ 12`). Every step is bounded in time and size.
+//!
+//! Tolerance policy: rational values are compared exactly, with one exception — a decimal of
+//! at least [`MIN_EXPANSION_DIGITS`] fractional digits stands for a fraction whose expansion
+//! does not terminate (1/3, 2/7) when it is that fraction rounded or truncated to the digits
+//! written (`0.333333`, `0.6666667`; not `0.333`). A terminating value stays exact (1.5 is not
+//! 1.5000001, which math-verify accepts). Irrational values are compared to 1e-9 relative.
 
 pub mod expr;
 mod normalize;
@@ -176,11 +183,11 @@ pub fn equivalent(gold: &str, pred: &str) -> bool {
         return true;
     }
     if let Some(gl) = choice_letter(&g.text) {
-        return choice_letter(&p.text) == Some(gl);
+        return choice_letter(&p.text).or_else(|| labelled_choice(&p.text)) == Some(gl);
     }
     match (expr::parse(&g.text), expr::parse(&p.text)) {
         (Ok(ge), Ok(pe)) => {
-            if same(&ge, &pe) {
+            if same(&ge, &pe) || expansion_of(&g.text, &pe) || expansion_of(&p.text, &ge) {
                 return true;
             }
             // A percent may be written as the number of percent or as a fraction.
@@ -197,6 +204,73 @@ pub fn equivalent(gold: &str, pred: &str) -> bool {
         }
         _ => loose_text(&g.text) == loose_text(&p.text),
     }
+}
+
+/// Fewest fractional digits of a decimal read as a non-terminating fraction's expansion.
+pub const MIN_EXPANSION_DIGITS: usize = 6;
+
+/// The letter of an answer that names a choice together with its value: `(B) 12` (from
+/// `\textbf{(B)}\ 12`), with no other choice named after it.
+fn labelled_choice(s: &str) -> Option<char> {
+    let rest = s.trim().strip_prefix('(')?;
+    let mut chars = rest.chars();
+    let (letter, close) = (chars.next()?, chars.next()?);
+    if !('A'..='E').contains(&letter) || close != ')' {
+        return None;
+    }
+    let value = chars.as_str();
+    let names_another = ('A'..='E').any(|c| value.contains(&format!("({c})")));
+    (!names_another).then_some(letter)
+}
+
+/// Whether `decimal` is a plain decimal of at least [`MIN_EXPANSION_DIGITS`] fractional digits
+/// that equals the exact value of `other` — a fraction whose expansion does not terminate —
+/// rounded (half away from zero) or truncated to that many digits.
+fn expansion_of(decimal: &str, other: &Expr) -> bool {
+    use num_bigint::BigInt;
+    use num_rational::BigRational;
+    use num_traits::{Signed, Zero};
+    let t = decimal.trim();
+    let digits = t.strip_prefix('-').unwrap_or(t);
+    let Some((int, frac)) = digits.split_once('.') else {
+        return false;
+    };
+    if int.is_empty()
+        || !(MIN_EXPANSION_DIGITS..=100).contains(&frac.len())
+        || !int.chars().chain(frac.chars()).all(|c| c.is_ascii_digit())
+    {
+        return false;
+    }
+    let Some(value) = other.eval_exact(&expr::Budget::default()) else {
+        return false;
+    };
+    // Only 2 and 5 divide a power of ten: any other factor means the expansion never ends.
+    let mut d = value.denom().clone();
+    for p in [2u32, 5] {
+        let p = BigInt::from(p);
+        while (&d % &p).is_zero() {
+            d /= &p;
+        }
+    }
+    if d == BigInt::from(1) {
+        return false;
+    }
+    let Ok(written) = expr::parse(t) else {
+        return false;
+    };
+    let Some(written) = written.eval_exact(&expr::Budget::default()) else {
+        return false;
+    };
+    let scale = BigRational::from_integer(num_traits::pow(BigInt::from(10), frac.len()));
+    let scaled = &value * &scale;
+    let truncated = scaled.trunc();
+    let half = BigRational::new(BigInt::from(1), BigInt::from(2));
+    let rounded = if scaled.is_negative() {
+        (&scaled - &half).ceil()
+    } else {
+        (&scaled + &half).floor()
+    };
+    written == truncated / &scale || written == rounded / &scale
 }
 
 /// Text comparison for answers that do not parse: no spaces, braces or enclosing parentheses.
@@ -264,6 +338,12 @@ fn same(a: &Expr, b: &Expr) -> bool {
         (Expr::Set(x), Expr::Seq(_, y, _)) | (Expr::Seq(_, y, _), Expr::Set(x)) => {
             // A bare list "1, 2" against a bracketed "(1, 2)": same elements in the same order.
             x.len() == y.len() && x.iter().zip(y).all(|(p, q)| same(p, q))
+        }
+        (Expr::Matrix(x), Expr::Matrix(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .zip(y)
+                    .all(|(r, s)| r.len() == s.len() && r.iter().zip(s).all(|(p, q)| same(p, q)))
         }
         (Expr::Seq(o1, x, c1), Expr::Seq(o2, y, c2)) => {
             o1 == o2 && c1 == c2 && x.len() == y.len() && x.iter().zip(y).all(|(p, q)| same(p, q))

@@ -129,6 +129,27 @@ fn strip_units(s: &str) -> String {
     }
 }
 
+/// Replaces the control space `\ ` by a space, leaving the row break `\\` of a matrix (which
+/// may itself be followed by a space) alone.
+fn drop_control_spaces(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, chars.peek()) {
+            ('\\', Some('\\')) => {
+                out.push_str("\\\\");
+                chars.next();
+            }
+            ('\\', Some(' ')) => {
+                out.push(' ');
+                chars.next();
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
 /// Normalises an answer string (see the module docs).
 pub fn normalize(raw: &str) -> Normalized {
     let mut s = raw.trim().to_string();
@@ -142,7 +163,7 @@ pub fn normalize(raw: &str) -> Normalized {
     for d in DROP {
         s = s.replace(d, " ");
     }
-    s = s.replace("\\ ", " ").replace('~', " ");
+    s = drop_control_spaces(&s).replace('~', " ");
     s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac");
     s = s.replace("{,}", "");
     for deg in ["^{\\circ}", "^\\circ", "\\circ", "°", "\\degree"] {

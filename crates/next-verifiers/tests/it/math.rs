@@ -96,6 +96,12 @@ fn adversarial_inputs_are_bounded() {
         "\\boxed{\\sqrt[1000000]{2}^{999999}}".to_string(),
         format!("\\boxed{{{}}}", "x".repeat(900)),
         format!("\\boxed{{{}}}", "1+".repeat(450) + "1"),
+        "\\boxed{\\binom{10^{100}}{3000}}".to_string(),
+        "\\boxed{\\binom{x}{170} + \\binom{y}{3000}}".to_string(),
+        format!(
+            "\\boxed{{\\begin{{pmatrix}}{}\\end{{pmatrix}}}}",
+            "\\begin{pmatrix}".repeat(100)
+        ),
     ];
     for h in &hostile {
         let start = std::time::Instant::now();
@@ -112,4 +118,32 @@ fn adversarial_inputs_are_bounded() {
             &h[..h.len().min(80)]
         );
     }
+}
+
+/// The answer families added for MATH-style outputs (matrices, binomial coefficients, choice
+/// letters written with their value, long decimal expansions): every labelled case right, so
+/// that a family cannot regress behind the corpus-wide rate.
+#[test]
+fn answer_families_are_right_case_by_case() {
+    let v = MathVerifier::default();
+    let families = ["matrix", "binomial", "choice", "long_decimal"];
+    let mut seen = 0;
+    for r in corpus()
+        .iter()
+        .filter(|r| families.contains(&r["category"].as_str().unwrap_or("")))
+    {
+        seen += 1;
+        let verdict = v.verify(r["response"].as_str().unwrap(), &r["gold"]);
+        assert_eq!(
+            verdict.correct,
+            r["label"].as_bool().unwrap(),
+            "#{} [{}] gold {} response {}: {}",
+            r["id"],
+            r["category"],
+            r["gold"],
+            r["response"],
+            verdict.detail
+        );
+    }
+    assert!(seen >= 40, "{seen} cases");
 }

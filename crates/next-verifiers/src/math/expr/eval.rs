@@ -52,6 +52,15 @@ fn rational_pow(base: &BigRational, exp: &BigRational, b: &Budget) -> Option<Big
     Some(if e < 0 { p.recip() } else { p })
 }
 
+/// The lower index of a binomial coefficient: a non-negative integer within the factorial
+/// budget (a real or symbolic k has no value here).
+fn binom_k(k: &BigRational, b: &Budget) -> Option<u64> {
+    if !k.is_integer() || k.is_negative() {
+        return None;
+    }
+    k.to_integer().to_u64().filter(|&k| k <= b.max_factorial)
+}
+
 impl Expr {
     /// The exact rational value, when the expression has one and it can be computed within
     /// the budget (no variables, no transcendental constants).
@@ -91,6 +100,20 @@ impl Expr {
                     return None;
                 }
                 BigRational::from_integer((1..=n).fold(BigInt::one(), |acc, k| acc * k))
+            }
+            Expr::Binom(n, k) => {
+                let k = binom_k(&k.eval_exact(b)?, b)?;
+                let n = n.eval_exact(b)?;
+                // The product has about k times n's bits: refuse before computing it, and
+                // reduce once at the end (a reduction per factor costs a big gcd each).
+                if (bits(&n) + 1).saturating_mul(k) > b.max_bits {
+                    return None;
+                }
+                let (p, q) = (n.numer(), n.denom());
+                let num = (0..k).fold(BigInt::one(), |acc, i| acc * (p - q * BigInt::from(i)));
+                let den = num_traits::pow(q.clone(), k as usize)
+                    * (1..=k).fold(BigInt::one(), |acc, i| acc * i);
+                BigRational::new(num, den)
             }
             _ => return None,
         };
@@ -141,6 +164,14 @@ impl Expr {
                 }
                 c((1..=n.re as u64).map(|k| k as f64).product())
             }
+            Expr::Binom(n, k) => {
+                let k = k.eval_num(env)?;
+                if k.im != 0.0 || k.re < 0.0 || k.re.fract() != 0.0 || k.re > 170.0 {
+                    return None;
+                }
+                let n = n.eval_num(env)?;
+                (0..k.re as u64).fold(c(1.0), |acc, i| acc * (n - i as f64) / (i + 1) as f64)
+            }
             Expr::Func(f, x) => {
                 let x = x.eval_num(env)?;
                 match f {
@@ -159,7 +190,11 @@ impl Expr {
                     Func::Abs => c(x.norm()),
                 }
             }
-            Expr::PlusMinus(..) | Expr::Seq(..) | Expr::Set(..) | Expr::Eq(..) => return None,
+            Expr::PlusMinus(..)
+            | Expr::Seq(..)
+            | Expr::Set(..)
+            | Expr::Matrix(..)
+            | Expr::Eq(..) => return None,
         };
         if v.re.is_finite() && v.im.is_finite() {
             Some(v)
@@ -180,8 +215,10 @@ impl Expr {
             | Expr::Pow(a, b)
             | Expr::Root(a, b)
             | Expr::PlusMinus(a, b)
+            | Expr::Binom(a, b)
             | Expr::Eq(a, b) => vec![a, b],
             Expr::Seq(_, items, _) | Expr::Set(items) => items.iter().collect(),
+            Expr::Matrix(rows) => rows.iter().flatten().collect(),
         }
     }
 

@@ -81,7 +81,7 @@ pub(super) fn tokenize(s: &str) -> Result<Vec<Tok>, ParseError> {
         } else if c == '÷' {
             out.push(Tok::Sym('/'));
             i += 1;
-        } else if "+-*/^!()[]{}|,=_'".contains(c) {
+        } else if "+-*/^!()[]{}|,=_'&".contains(c) {
             out.push(Tok::Sym(c));
             i += 1;
         } else {

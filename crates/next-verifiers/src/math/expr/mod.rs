@@ -1,6 +1,6 @@
 //! A bounded parser and evaluator for answer expressions written in LaTeX or plain text:
-//! numbers, fractions, roots, powers, factorials, constants, functions, variables, tuples,
-//! intervals, sets and equations. Exact rational arithmetic where possible, complex floating
+//! numbers, fractions, roots, powers, factorials, binomial coefficients, constants, functions,
+//! variables, tuples, intervals, sets, matrices and equations. Exact rational arithmetic where possible, complex floating
 //! point otherwise; every recursion and every big-number operation has a hard bound.
 //!
 //! `lex.rs` turns text into tokens, `parse.rs` tokens into an [`Expr`], `eval.rs` evaluates it.
@@ -79,6 +79,8 @@ pub enum Expr {
     /// n-th root: `Root(n, x)`.
     Root(Box<Expr>, Box<Expr>),
     Factorial(Box<Expr>),
+    /// `\binom{n}{k}` / `{n \choose k}`: n(n−1)…(n−k+1)/k! for a non-negative integer k.
+    Binom(Box<Expr>, Box<Expr>),
     Func(Func, Box<Expr>),
     /// `a \pm b`: both values.
     PlusMinus(Box<Expr>, Box<Expr>),
@@ -86,5 +88,8 @@ pub enum Expr {
     Seq(char, Vec<Expr>, char),
     /// `\{...\}` or a bare comma list: compared without order.
     Set(Vec<Expr>),
+    /// A matrix environment (`pmatrix`, `bmatrix`, `array`, ...), row by row; a vector is a
+    /// one-column (or one-row) matrix.
+    Matrix(Vec<Vec<Expr>>),
     Eq(Box<Expr>, Box<Expr>),
 }

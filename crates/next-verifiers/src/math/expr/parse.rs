@@ -125,6 +125,10 @@ impl Parser {
                     | "right"
                     | "%"
                     | "circ"
+                    | "choose"
+                    | "end"
+                    | "\\"
+                    | "hline"
             ),
             None => false,
         }
@@ -263,11 +267,19 @@ impl Parser {
             Tok::Sym('{') => {
                 self.pos += 1;
                 let items = self.list()?;
-                self.expect_sym('}')?;
-                if items.len() == 1 {
-                    items.into_iter().next().expect("one item")
+                if items.len() == 1 && self.is_cmd("choose") {
+                    self.pos += 1;
+                    let k = self.expr()?;
+                    self.expect_sym('}')?;
+                    let n = items.into_iter().next().expect("one item");
+                    Expr::Binom(Box::new(n), Box::new(k))
                 } else {
-                    Expr::Set(items)
+                    self.expect_sym('}')?;
+                    if items.len() == 1 {
+                        items.into_iter().next().expect("one item")
+                    } else {
+                        Expr::Set(items)
+                    }
                 }
             }
             Tok::Sym('|') => {
@@ -312,6 +324,12 @@ impl Parser {
                             Expr::Func(Func::Sqrt, Box::new(self.arg()?))
                         }
                     }
+                    "binom" | "dbinom" | "tbinom" => {
+                        let n = self.arg()?;
+                        let k = self.arg()?;
+                        Expr::Binom(Box::new(n), Box::new(k))
+                    }
+                    "begin" => self.matrix()?,
                     "pi" => Expr::Const(Const::Pi),
                     "infty" | "infinity" => Expr::Const(Const::Inf),
                     "{" => {
@@ -361,6 +379,81 @@ impl Parser {
         };
         self.depth -= 1;
         Ok(e)
+    }
+
+    /// The name in `{name}` after `\begin` or `\end`.
+    fn environment(&mut self) -> Result<String, ParseError> {
+        self.expect_sym('{')?;
+        let name = match self.peek().cloned() {
+            Some(Tok::Ident(n)) => n,
+            _ => return Err(ParseError("bad environment name".into())),
+        };
+        self.pos += 1;
+        self.expect_sym('}')?;
+        Ok(name)
+    }
+
+    /// A matrix environment after `\begin`: cells split by `&`, rows by `\\`, up to the
+    /// matching `\end`. `vmatrix` (a determinant) and other environments are refused.
+    fn matrix(&mut self) -> PResult {
+        let env = self.environment()?;
+        if !MATRICES.contains(&env.as_str()) {
+            return Err(ParseError(format!("unsupported environment {env}")));
+        }
+        if env == "array" && self.eat_sym('{') {
+            // The column specification (`{cc}`, `{c|c}`): layout only.
+            while !self.eat_sym('}') {
+                if self.peek().is_none() {
+                    return Err(ParseError("unclosed array column specification".into()));
+                }
+                self.pos += 1;
+            }
+        }
+        let mut rows: Vec<Vec<Expr>> = Vec::new();
+        let mut row = Vec::new();
+        loop {
+            while self.is_cmd("hline") {
+                self.pos += 1;
+            }
+            if self.is_cmd("end") {
+                self.pos += 1;
+                if self.environment()? != env {
+                    return Err(ParseError(format!(
+                        "\\begin{{{env}}} closed by another environment"
+                    )));
+                }
+                break;
+            }
+            if self.is_cmd("\\") {
+                // An empty last row (`... \\ \end`) is layout only.
+                self.pos += 1;
+                if !row.is_empty() {
+                    rows.push(std::mem::take(&mut row));
+                }
+                continue;
+            }
+            row.push(self.expr()?);
+            if self.eat_sym('&') {
+                continue;
+            }
+            if !(self.is_cmd("\\") || self.is_cmd("end")) {
+                return Err(ParseError(format!(
+                    "unexpected {:?} in a matrix",
+                    self.peek()
+                )));
+            }
+            if self.is_cmd("end") {
+                rows.push(std::mem::take(&mut row));
+            }
+        }
+        if !row.is_empty() {
+            rows.push(row);
+        }
+        let width = rows.first().map_or(0, Vec::len);
+        if width == 0 || rows.iter().any(|r| r.len() != width) {
+            return Err(ParseError("a matrix with ragged or no rows".into()));
+        }
+        Ok(Expr::Matrix(rows))
     }
 
     /// A variable with an optional subscript (`x_1`, `a_{n}`) folded into its name.
@@ -449,6 +542,16 @@ impl Parser {
         Ok(e)
     }
 }
+
+/// Environments read as matrices.
+const MATRICES: &[&str] = &[
+    "pmatrix",
+    "bmatrix",
+    "Bmatrix",
+    "matrix",
+    "smallmatrix",
+    "array",
+];
 
 const GREEK: &[&str] = &[
     "alpha",
