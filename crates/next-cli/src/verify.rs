@@ -9,30 +9,55 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use next_verifiers::code::CodeVerifier;
+use next_verifiers::python::{self, PythonReward, RewardFn};
 use next_verifiers::rows::{self, Choice, Progress};
 use next_verifiers::{Pool, Registry};
 
 #[derive(Debug, clap::Args)]
+#[command(after_long_help = REWARD_HELP)]
 pub struct Args {
     /// math, countdown, exact, code; or `auto` to pick by each row's `data_source`.
-    #[arg(long, default_value = "auto")]
+    #[arg(long, default_value = "auto", conflicts_with = "reward_fn")]
     verifier: String,
+    /// Score every row with your Python reward function FILE:NAME instead (verl's
+    /// `compute_score` or a TRL reward function; trusted code, run unsandboxed).
+    #[arg(long, value_name = "FILE:NAME")]
+    reward_fn: Option<String>,
+    /// The reward function's calling convention: auto (from its signature), verl or trl.
+    #[arg(long, default_value = "auto", requires = "reward_fn")]
+    reward_fn_style: String,
+    /// The interpreter for the reward function (default: $NEXT_PYTHON, else the project's
+    /// .venv, else python3).
+    #[arg(long, requires = "reward_fn")]
+    python: Option<PathBuf>,
     /// JSONL rows with `response` and `ground_truth` (other fields are passed through).
     #[arg(long)]
     input: PathBuf,
     /// Where to write the scored rows (default: standard output).
     #[arg(long)]
     output: Option<PathBuf>,
-    /// Verifications in flight at once.
+    /// Verifications in flight at once (and Python worker processes of a reward function).
     #[arg(long, default_value_t = 2)]
     workers: usize,
-    /// Code: wall-time and CPU-time limit per test run, in seconds.
+    /// Seconds per row: the code verifier's wall-time and CPU-time limit per test run, or a
+    /// reward function's limit per call (per completion of a TRL batch call).
     #[arg(long, default_value_t = 10.0)]
     timeout: f64,
     /// Code: reward the fraction of passing io cases instead of all-or-nothing.
     #[arg(long)]
     partial_credit: bool,
 }
+
+const REWARD_HELP: &str = "\
+Python reward functions (--reward-fn FILE:NAME), as verl and TRL users write them:
+  verl:  def compute_score(data_source, solution_str, ground_truth, extra_info=None)
+         returns a number, or a dict with `score` (its other keys are kept in `detail`)
+  TRL:   def reward(prompts, completions, **columns) -> list[float]
+         columns: ground_truth, data_source, extra_info and each key of extra_info
+Rows pass `prompt`, `response`, `ground_truth`, `data_source` and `extra_info`. A call that
+raises, overruns --timeout or returns a non-number gives an `error` verdict naming the
+reason; a worker that dies is restarted and its batch retried once. The file is trusted code:
+it runs with your rights, unsandboxed (model-written code goes only through `code`).";
 
 pub fn run(a: Args) -> Result<()> {
     let mut registry = Registry::default();
@@ -45,7 +70,19 @@ pub fn run(a: Args) -> Result<()> {
         partial_credit: a.partial_credit,
         ..CodeVerifier::default()
     }));
-    let choice = if a.verifier == "auto" {
+    let choice = if let Some(f) = &a.reward_fn {
+        let f: RewardFn = f.parse()?;
+        let reward = PythonReward::start(
+            f,
+            python::Options {
+                python: next_files::python::interpreter(a.python.as_deref()),
+                style: a.reward_fn_style.parse()?,
+                workers: a.workers,
+                timeout_s: a.timeout,
+            },
+        )?;
+        Choice::Fixed(Arc::new(reward))
+    } else if a.verifier == "auto" {
         Choice::BySource
     } else {
         Choice::Fixed(registry.get(&a.verifier)?)
@@ -105,5 +142,8 @@ pub fn run(a: Args) -> Result<()> {
         by_kind.join(", "),
         summary.mean_reward()
     );
+    for (line, detail) in &summary.first_errors {
+        eprintln!("error at {}:{line}: {detail}", a.input.display());
+    }
     Ok(())
 }

@@ -19,6 +19,31 @@
 //!
 //! Architecture invariant: never depends on the model crate (tch only for the MLP); it reads
 //! stores and adapters and writes adapters, so it works on any trainer's runs.
+//!
+//! Entry points: [`by_name`] (a predictor by the name users pick), [`Trajectory::from_store`],
+//! [`extend`] (the jumped adapter), [`search`] (λ).
+//!
+//! ```
+//! use nalgebra::DVector;
+//! use next_predictor::{by_name, Series, Trajectory};
+//! # fn main() -> next_predictor::Result<()> {
+//! // One matrix whose update grows by σ = 1 every 10 steps along a fixed u vᵀ.
+//! let (u, v) = (DVector::from_vec(vec![1.0, 0.0]), DVector::from_vec(vec![0.0, 1.0]));
+//! let series = Series {
+//!     module: "model.layers.0.self_attn.q_proj".into(),
+//!     steps: vec![10, 20, 30],
+//!     sigma: vec![1.0, 2.0, 3.0],
+//!     u: vec![u.clone(); 3],
+//!     v: vec![v.clone(); 3],
+//! };
+//! let trajectory = Trajectory { series: vec![series], raw: Default::default(), target_gap: 10 };
+//! let mut p = by_name("two-point", None)?;
+//! p.fit(&trajectory)?;
+//! let change = &p.predict(&trajectory, 10, 1)?[0].terms[0];
+//! assert!((change.0 - 1.0).abs() < 1e-9); // W_40 - W_30 = 1 · u vᵀ
+//! # Ok(())
+//! # }
+//! ```
 
 use nalgebra::DVector;
 use next_trajectory::store::{Kind, Store};

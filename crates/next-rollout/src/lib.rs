@@ -6,11 +6,61 @@
 //! JSON cross to the verifier workers.
 //!
 //! Architecture invariant: this crate knows nothing of advantages, losses or optimizers.
+//! Given a seed, a rollout on CPU is the same tokens and verdicts every time; the `n` samples
+//! of a prompt are contiguous; every sample comes back with a verdict (a verifier failure is an
+//! `error` verdict, never a lost row).
+//!
+//! Entry points: [`Sampler::sample`] (a training rollout), [`Sampler::validate`] (greedy or
+//! sampled validation), [`Sampler::validate_jumps`] (λ candidates of a jump decoded together).
+//!
+//! ```
+//! use std::sync::Arc;
+//! use next_model::{LoadOptions, Model, Tokenizer};
+//! use next_rollout::{Prompted, Sampler, SamplingConfig};
+//! use next_verifiers::{Context, Pool, Registry};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let base = next_model::testing::rust_model(3);
+//! let tok = Tokenizer::load(base.path())?;
+//! let model = Model::load(base.path(), LoadOptions::default())?;
+//! let (registry, pool) = (Registry::default(), Pool::new(1)?);
+//! let sampler = Sampler {
+//!     model: &model,
+//!     tokenizer: &tok,
+//!     registry: &registry,
+//!     pool: &pool,
+//!     stop: model.stop_tokens(&tok),
+//! };
+//! let prompt = Prompted {
+//!     ids: tok.encode("12+3=", false)?,
+//!     ground_truth: serde_json::json!("15"),
+//!     context: Arc::new(Context {
+//!         prompt: "12+3=".into(),
+//!         data_source: "arith".into(),
+//!         extra_info: serde_json::Value::Null,
+//!     }),
+//! };
+//! let cfg = SamplingConfig {
+//!     n: 4,
+//!     temperature: 1.0,
+//!     top_p: 1.0,
+//!     top_k: 0,
+//!     max_new_tokens: 4,
+//!     stop: vec![],
+//!     max_batch: 8,
+//! };
+//! let rollout = sampler.sample(&[prompt], &cfg, 42)?;
+//! assert_eq!(rollout.samples.len(), 4);
+//! // An untrained model's answers are judged like any other (by the `exact` verifier).
+//! assert!(rollout.samples.iter().all(|s| s.verdict.reward == 0.0 || s.verdict.correct));
+//! # Ok(())
+//! # }
+//! ```
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use next_model::{generate_with, Model, SamplingParams, StopTokens, Tokenizer};
-use next_verifiers::{Job, Pool, Registry, Verdict};
+use next_verifiers::{Context, Job, Pool, Registry, Verdict};
 use serde_json::Value;
 
 #[derive(Debug, thiserror::Error)]
@@ -43,8 +93,16 @@ pub struct SamplingConfig {
 #[derive(Debug, Clone)]
 pub struct Prompted {
     pub ids: Vec<i64>,
-    pub data_source: String,
     pub ground_truth: Value,
+    /// The rendered prompt, its `data_source` (which picks the verifier) and `extra_info`:
+    /// shared with every verifier job of its responses.
+    pub context: Arc<Context>,
+}
+
+impl Prompted {
+    pub fn data_source(&self) -> &str {
+        &self.context.data_source
+    }
 }
 
 /// One sampled response.
@@ -185,9 +243,10 @@ impl Sampler<'_> {
         for s in &samples {
             let p = &prompts[s.prompt];
             jobs.push(Job {
-                verifier: self.registry.for_source(&p.data_source)?,
+                verifier: self.registry.for_source(p.data_source())?,
                 response: s.text.clone(),
                 ground_truth: p.ground_truth.clone(),
+                context: p.context.clone(),
             });
         }
         for (s, v) in samples.iter_mut().zip(self.pool.run(jobs, |_, _| {})) {
@@ -249,7 +308,7 @@ impl Validation {
         let mut sums: BTreeMap<String, (f64, usize)> = BTreeMap::new();
         for s in &samples {
             let e = sums
-                .entry(prompts[s.prompt].data_source.clone())
+                .entry(prompts[s.prompt].data_source().to_string())
                 .or_default();
             e.0 += s.verdict.reward;
             e.1 += 1;

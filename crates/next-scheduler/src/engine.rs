@@ -7,6 +7,7 @@ use next_predictor::Prediction;
 use next_trainer::checkpoint;
 use next_trainer::config::TrainConfig;
 use next_trainer::train::{self, Event, ScoreSet, Scorer};
+use next_verifiers::Registry;
 
 use crate::{Engine, Result};
 
@@ -22,6 +23,8 @@ pub struct InProcess<'a> {
     pub on_train: TrainProgress<'a>,
     /// The configured learning rate, which `set_lr_scale` multiplies.
     lr: f64,
+    /// The verifiers, built once (so Python reward workers live across segments).
+    verifiers: Option<Registry>,
     validation: Option<Scorer>,
     selection: Option<Scorer>,
 }
@@ -33,9 +36,24 @@ impl<'a> InProcess<'a> {
             cfg,
             base,
             on_train,
+            verifiers: None,
             validation: None,
             selection: None,
         }
+    }
+
+    /// Judges rows with `registry` (ours plus verifiers registered from another crate; the
+    /// config's `[reward]` section is applied on top) instead of the config's own.
+    pub fn with_verifiers(mut self, registry: Registry) -> Result<Self> {
+        self.verifiers = Some(self.cfg.reward.apply(registry)?);
+        Ok(self)
+    }
+
+    fn verifiers(&mut self) -> Result<Registry> {
+        if self.verifiers.is_none() {
+            self.verifiers = Some(train::verifiers(&self.cfg)?);
+        }
+        Ok(self.verifiers.clone().expect("just made"))
     }
 
     fn scorer(&mut self, set: ScoreSet) -> Result<&mut Scorer> {
@@ -44,8 +62,17 @@ impl<'a> InProcess<'a> {
             ScoreSet::Selection => &mut self.selection,
         };
         if slot.is_none() {
-            *slot = Some(Scorer::new(&self.cfg, &self.base, set)?);
+            let registry = self.verifiers()?;
+            let slot = match set {
+                ScoreSet::Validation => &mut self.validation,
+                ScoreSet::Selection => &mut self.selection,
+            };
+            *slot = Some(Scorer::new(&self.cfg, &self.base, set, registry)?);
         }
+        let slot = match set {
+            ScoreSet::Validation => &mut self.validation,
+            ScoreSet::Selection => &mut self.selection,
+        };
         Ok(slot.as_mut().expect("just made"))
     }
 }
@@ -65,8 +92,9 @@ impl Engine for InProcess<'_> {
         // Every run directory says what it was trained with (seed, learning rate, stop step).
         std::fs::create_dir_all(run).map_err(|e| next_files::Error::io(run, e))?;
         next_files::resolved::write(&run.join(next_files::resolved::FILE), &cfg)?;
+        let registry = self.verifiers()?;
         let on = &mut self.on_train;
-        train::train(&cfg, run, &self.base, &mut |e| on(run, e))?;
+        train::train_with(&cfg, run, &self.base, &registry, &mut |e| on(run, e))?;
         Ok(())
     }
 

@@ -16,7 +16,23 @@
 //! `extend/round-N/` (the chosen adapter with `extend.json`), `scheduler.json`.
 //!
 //! Architecture invariant: reads the trainer's output only through `metrics.jsonl` and
-//! checkpoints, and owns only `scheduler.json`, `experiment.json` and their layouts.
+//! checkpoints, and owns only `scheduler.json`, `experiment.json` and their layouts. Every
+//! phase is resumable: a loop or experiment killed at any point continues from its state file
+//! and the last complete checkpoint. A saving is reported only when its paired interval
+//! excludes zero.
+//!
+//! Entry points: [`run()`] with an [`Engine`] ([`InProcess`] for this project's trainer),
+//! [`jump::jump`], [`experiment::run`], [`study`].
+//!
+//! ```
+//! use next_scheduler::stats::{paired_saving, Verdict};
+//! // Steps to a target on four seeds, without and with a jump (same seeds, paired).
+//! let control = [180.0, 200.0, 190.0, 210.0];
+//! let method = [160.0, 185.0, 170.0, 190.0];
+//! let s = paired_saving(&control, &method, 2000, 0.95, 0);
+//! assert!((s.estimate - 9.615).abs() < 0.001); // percent of the control's steps
+//! assert_eq!(s.verdict(), Verdict::Saves); // the whole interval is above zero
+//! ```
 
 use std::path::Path;
 

@@ -31,7 +31,7 @@ pub struct Line {
     pub row: Row,
 }
 
-/// What [`write`] produced.
+/// What [`write()`] produced.
 #[derive(Debug, Clone)]
 pub struct Study {
     pub markdown: PathBuf,

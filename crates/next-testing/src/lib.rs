@@ -2,6 +2,11 @@
 //! workspace is, the project's Python (`.venv`, made by `cargo xtask setup`), and the Python
 //! reference (`tests/python/hf_reference.py`: transformers, PEFT and torch) that conformance
 //! tests compare against. A dev-dependency only; no libtorch, so any crate can use it.
+//!
+//! ```
+//! let root = next_testing::workspace_root();
+//! assert!(root.join("Cargo.toml").exists());
+//! ```
 #![allow(clippy::print_stdout)]
 
 use std::path::{Path, PathBuf};

@@ -1,9 +1,12 @@
 //! The training configuration: typed, with defaults for every key and unknown keys refused.
 //! `next-cli` reads the TOML file and the `--set` overrides; this crate only sees the result.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use next_model::{DeviceName, Dtype, LoadOptions};
+use next_verifiers::python::{self, Style};
+use next_verifiers::{Registry, Target};
 use serde::{Deserialize, Serialize};
 
 use crate::tasks::Task;
@@ -20,6 +23,7 @@ pub struct TrainConfig {
     pub optim: OptimSection,
     pub trainer: TrainerSection,
     pub pretrain: PretrainSection,
+    pub reward: RewardSection,
 }
 
 impl TrainConfig {
@@ -32,11 +36,99 @@ impl TrainConfig {
             &mut self.data.val,
             &mut self.data.select,
             &mut self.pretrain.out,
+            &mut self.reward.python,
         ] {
             if !p.is_empty() && Path::new(p.as_str()).is_relative() {
                 *p = cwd.join(p.as_str()).display().to_string();
             }
         }
+        self.reward.absolutize(cwd);
+    }
+}
+
+/// Python reward functions (verl's `compute_score` or TRL's batch form) and other verifiers
+/// chosen per `data_source`. The reward file is trusted code: it runs unsandboxed, with your
+/// rights, as in verl and TRL.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RewardSection {
+    /// Judges every row not named in `sources`: `FILE:NAME` of a Python function, or a
+    /// verifier's name. Empty: each row's `data_source` picks one of ours.
+    #[serde(rename = "fn")]
+    pub function: String,
+    /// `data_source` → `FILE:NAME` or a verifier's name, for those rows only.
+    pub sources: BTreeMap<String, String>,
+    /// The functions' calling convention: auto (from the signature), verl or trl.
+    pub style: Style,
+    /// The interpreter. Empty: `$NEXT_PYTHON`, else the project's `.venv`, else `python3`.
+    pub python: String,
+    /// Worker processes per function.
+    pub workers: usize,
+    /// Seconds a call may take per row (a TRL batch call gets this per completion); a call
+    /// past it is an `error` verdict.
+    pub timeout_s: f64,
+}
+
+impl Default for RewardSection {
+    fn default() -> Self {
+        RewardSection {
+            function: String::new(),
+            sources: BTreeMap::new(),
+            style: Style::Auto,
+            python: String::new(),
+            workers: 2,
+            timeout_s: 10.0,
+        }
+    }
+}
+
+impl RewardSection {
+    /// Makes the files of `FILE:NAME` entries absolute (relative ones are taken from `cwd`).
+    fn absolutize(&mut self, cwd: &Path) {
+        for t in std::iter::once(&mut self.function).chain(self.sources.values_mut()) {
+            if let Ok(Target::Python(f)) = t.parse::<Target>() {
+                if f.file.is_relative() {
+                    *t = f.absolute(cwd).to_string();
+                }
+            }
+        }
+    }
+
+    /// `base` (ours, plus any verifier a caller registered) with this section's choices
+    /// applied; Python functions are loaded here, so a bad file or name fails at start-up.
+    pub fn apply(&self, mut base: Registry) -> crate::Result<Registry> {
+        let key =
+            |k: &str, e: next_verifiers::Error| crate::Error::Config(format!("[reward] {k}: {e}"));
+        let all = match self.function.as_str() {
+            "" => None,
+            f => Some(f.parse::<Target>().map_err(|e| key("fn", e))?),
+        };
+        let sources = self
+            .sources
+            .iter()
+            .map(|(s, t)| {
+                Ok((
+                    s.clone(),
+                    t.parse().map_err(|e| key(&format!("sources.{s}"), e))?,
+                ))
+            })
+            .collect::<crate::Result<BTreeMap<String, Target>>>()?;
+        if self.workers == 0 || self.timeout_s.is_nan() || self.timeout_s <= 0.0 {
+            return Err(crate::Error::Config(
+                "[reward] workers and timeout_s must be positive".into(),
+            ));
+        }
+        let opts = python::Options {
+            python: next_files::python::interpreter(
+                (!self.python.is_empty()).then(|| Path::new(&self.python)),
+            ),
+            style: self.style,
+            workers: self.workers,
+            timeout_s: self.timeout_s,
+        };
+        base.configure(all.as_ref(), &sources, &opts)
+            .map_err(|e| crate::Error::Config(format!("[reward] {e}")))?;
+        Ok(base)
     }
 }
 

@@ -11,7 +11,25 @@
 //! - `analyze` summarises a store (rank-1 energy, direction stability, linearity of σ1).
 //!
 //! Architecture invariant: never depends on tch or on the model crate; it works on plain f64
-//! matrices so that it can read any trainer's checkpoints.
+//! matrices so that it can read any trainer's checkpoints. A store is written append-only with
+//! checksums, so an extraction killed midway resumes from its last complete record.
+//!
+//! Entry points: [`layout`] to find a run's checkpoints, [`extract`] to fill a store,
+//! [`store::Store`] to read it, [`factored::top_k_difference`] for one update's triplets.
+//!
+//! ```
+//! use nalgebra::DMatrix;
+//! use next_trajectory::factored::{top_k_difference, Factors};
+//! # fn main() -> next_trajectory::Result<()> {
+//! // A rank-1 LoRA update 2 · B A with |B| = 3 and |A| = 1: its σ1 is 6, all of its energy.
+//! let b = DMatrix::from_row_slice(3, 1, &[1.0, 2.0, 2.0]);
+//! let a = DMatrix::from_row_slice(1, 2, &[0.6, 0.8]);
+//! let t = top_k_difference(Some(&Factors::new(2.0, &b, &a)), None, 1)?;
+//! assert!((t.sigma[0] - 6.0).abs() < 1e-12);
+//! assert!((t.energy() - 1.0).abs() < 1e-12);
+//! # Ok(())
+//! # }
+//! ```
 
 use std::path::{Path, PathBuf};
 

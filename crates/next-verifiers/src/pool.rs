@@ -1,12 +1,24 @@
 //! A bounded pool that runs verifications concurrently (tokio, `spawn_blocking` under a
 //! semaphore) and hands back every verdict in input order; nothing is lost under load.
+//! Consecutive jobs of one verifier reach it as one batch ([`Verifier::verify_batch`]).
 
 use std::sync::Arc;
 
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
-use crate::{Error, Result, Verdict, Verifier};
+use crate::{Error, Item, Result, Verdict, Verifier};
+
+/// The row a response answers, beyond its ground truth: what reward functions written for verl
+/// (`data_source`, `extra_info`) and TRL (the prompt, the dataset's columns) read.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Context {
+    /// The prompt as the model saw it (rendered text).
+    pub prompt: String,
+    pub data_source: String,
+    /// The row's `extra_info` (null when it has none).
+    pub extra_info: Value,
+}
 
 /// One response to judge.
 #[derive(Clone)]
@@ -14,6 +26,52 @@ pub struct Job {
     pub verifier: Arc<dyn Verifier>,
     pub response: String,
     pub ground_truth: Value,
+    /// Shared by the `n` responses of one prompt.
+    pub context: Arc<Context>,
+}
+
+impl Job {
+    /// A job with an empty context (enough for every built-in verifier).
+    pub fn new(verifier: Arc<dyn Verifier>, response: String, ground_truth: Value) -> Self {
+        Job {
+            verifier,
+            response,
+            ground_truth,
+            context: Arc::default(),
+        }
+    }
+}
+
+/// Verifies `run` (consecutive jobs with their indices), handing each maximal stretch of jobs
+/// with the same verifier to it as one batch.
+fn verify_run(run: &[(usize, Job)]) -> Vec<(usize, Verdict)> {
+    let mut out = Vec::with_capacity(run.len());
+    for stretch in run.chunk_by(|a, b| Arc::ptr_eq(&a.1.verifier, &b.1.verifier)) {
+        let items: Vec<Item<'_>> = stretch
+            .iter()
+            .map(|(_, j)| Item {
+                response: &j.response,
+                ground_truth: &j.ground_truth,
+                context: &j.context,
+            })
+            .collect();
+        let verdicts = stretch[0].1.verifier.verify_batch(&items);
+        let got = verdicts.len();
+        let mut verdicts = verdicts.into_iter();
+        for (i, _) in stretch {
+            out.push((
+                *i,
+                verdicts.next().unwrap_or_else(|| {
+                    Verdict::error(format!(
+                        "verifier `{}` returned {got} verdicts for {} responses",
+                        stretch[0].1.verifier.name(),
+                        stretch.len()
+                    ))
+                }),
+            ));
+        }
+    }
+    out
 }
 
 impl std::fmt::Debug for Job {
@@ -76,19 +134,13 @@ impl Pool {
                         .acquire_owned()
                         .await
                         .expect("semaphore is never closed");
-                    tokio::task::spawn_blocking(move || {
-                        run.into_iter()
-                            .map(|(i, job)| {
-                                (i, job.verifier.verify(&job.response, &job.ground_truth))
-                            })
-                            .collect::<Vec<_>>()
-                    })
-                    .await
-                    .unwrap_or_else(|e| {
-                        (first..first + len)
-                            .map(|i| (i, Verdict::error(format!("verifier task failed: {e}"))))
-                            .collect()
-                    })
+                    tokio::task::spawn_blocking(move || verify_run(&run))
+                        .await
+                        .unwrap_or_else(|e| {
+                            (first..first + len)
+                                .map(|i| (i, Verdict::error(format!("verifier task failed: {e}"))))
+                                .collect()
+                        })
                 });
             }
             while let Some(res) = set.join_next().await {

@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use crate::{Error, Job, Pool, Registry, Result, VerdictKind, Verifier};
+use crate::{
+    ground_truth_text, Context, Error, Job, Pool, Registry, Result, VerdictKind, Verifier,
+};
 
 /// Rows verified per batch: bounds memory on long inputs while keeping the pool busy.
 const CHUNK: usize = 4096;
@@ -23,12 +25,17 @@ pub enum Choice {
     BySource,
 }
 
+/// Error verdicts a [`Summary`] keeps the line and detail of.
+const ERRORS_KEPT: usize = 5;
+
 /// What was scored.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Summary {
     pub rows: usize,
     pub by_kind: BTreeMap<VerdictKind, usize>,
     pub reward_sum: f64,
+    /// The first few `error` verdicts: input line and detail.
+    pub first_errors: Vec<(usize, String)>,
 }
 
 impl Summary {
@@ -57,6 +64,20 @@ fn parse_row(line: &str, name: &Path, lineno: usize) -> Result<Map<String, Value
         )));
     }
     Ok(row)
+}
+
+/// What a reward function sees of a row beside its response: `prompt` (a string as it is, chat
+/// messages as JSON text), `data_source` and `extra_info`.
+fn context(row: &Map<String, Value>) -> Context {
+    Context {
+        prompt: row.get("prompt").map(ground_truth_text).unwrap_or_default(),
+        data_source: row
+            .get("data_source")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        extra_info: row.get("extra_info").cloned().unwrap_or(Value::Null),
+    }
 }
 
 /// Progress of [`score`], for a progress bar.
@@ -118,8 +139,9 @@ pub fn score(
                 verifier,
                 response: row["response"].as_str().unwrap_or_default().to_string(),
                 ground_truth: row["ground_truth"].clone(),
+                context: Arc::new(context(&row)),
             });
-            rows.push(row);
+            rows.push((i + 1, row));
             if rows.len() == CHUNK {
                 break;
             }
@@ -128,8 +150,11 @@ pub fn score(
             return Ok(summary);
         }
         let verdicts = pool.run(jobs, |_, _| on_progress(Progress::Verified));
-        for (mut row, v) in rows.into_iter().zip(verdicts) {
+        for ((lineno, mut row), v) in rows.into_iter().zip(verdicts) {
             *summary.by_kind.entry(v.kind).or_default() += 1;
+            if v.kind == VerdictKind::Error && summary.first_errors.len() < ERRORS_KEPT {
+                summary.first_errors.push((lineno, v.detail.clone()));
+            }
             summary.reward_sum += v.reward;
             summary.rows += 1;
             row.insert("reward".into(), v.reward.into());

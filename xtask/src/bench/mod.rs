@@ -131,6 +131,8 @@ fn verifiers() -> Result<()> {
         "--",
         "--humaneval",
         humaneval.to_str().unwrap(),
+        "--python",
+        root.join(".venv/bin/python").to_str().unwrap(),
         "--out",
         ours.to_str().unwrap(),
     ])?;
@@ -155,6 +157,17 @@ fn verifiers() -> Result<()> {
         f(&c["1"]),
         f(&c["2"])
     );
+    let p = &a["python_reward"];
+    let looped = f(&p["python_loop_per_s"]);
+    for w in ["1", "2"] {
+        println!(
+            "python reward function (verl compute_score, {} rows): {:.0} verdicts/s through the pool with {w} worker(s) vs {looped:.0} in a Python loop: {:.2}x; {:.1} us per call beyond the loop",
+            p["rows"],
+            f(&p["pool_per_s"][w]),
+            f(&p["pool_per_s"][w]) / looped,
+            f(&p["overhead_us_per_call"][w])
+        );
+    }
     Ok(())
 }
 

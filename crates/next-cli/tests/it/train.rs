@@ -247,3 +247,53 @@ fn bad_config_and_data_are_refused_with_the_key_or_line() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn python_reward_function_drives_training_and_its_extras_are_metrics() {
+    let model = rust_model(31);
+    let dir = tempfile::tempdir().unwrap();
+    let reward = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../next-verifiers/tests/data/rewards/verl_math.py")
+        .canonicalize()
+        .unwrap();
+    let cfg = write_config(
+        dir.path(),
+        &config(
+            model.path(),
+            &format!("[reward]\nfn = \"{}:compute_score\"\n", reward.display()),
+        )
+        .replace("steps = 8", "steps = 2"),
+    );
+    let run = dir.path().join("run");
+    let out = train(&cfg, &run, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m = metrics(&run);
+    let step = m.iter().find(|r| r["step"] == 1).unwrap();
+    for key in [
+        "reward_extra/length_penalty/mean",
+        "reward_extra/acc/mean",
+        "reward/error_frac",
+    ] {
+        assert!(step["data"].get(key).is_some(), "{key} missing: {step}");
+    }
+    assert_eq!(step["data"]["reward/error_frac"], 0.0);
+    // A function that cannot be loaded stops the run before training, naming it.
+    let bad = write_config(
+        dir.path(),
+        &config(
+            model.path(),
+            "[reward]\nfn = \"nowhere.py:compute_score\"\n",
+        ),
+    );
+    let out = train(&bad, &dir.path().join("bad"), &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("nowhere.py: no such file"),
+        "{err}"
+    );
+    assert!(!dir.path().join("bad/global_step_1").exists());
+}

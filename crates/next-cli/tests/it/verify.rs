@@ -141,3 +141,107 @@ fn bad_input_names_file_and_line() {
             && String::from_utf8_lossy(&out.stderr).contains("/nonexistent.jsonl")
     );
 }
+
+/// The reward files the verifier crate's tests use.
+fn reward_file(name: &str) -> String {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../next-verifiers/tests/data/rewards")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+#[test]
+fn python_reward_functions_score_rows_and_name_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(
+        &input,
+        r#"{"response": "so \\boxed{7}", "ground_truth": "7", "data_source": "acme", "extra_info": {"weight": 2.0}}
+{"response": "it is 8", "ground_truth": "7", "data_source": "acme", "extra_info": {"weight": 1.0}}
+"#,
+    )
+    .unwrap();
+    let run = |f: &str, extra: &[&str]| {
+        let mut a = vec![
+            "verify",
+            "--input",
+            input.to_str().unwrap(),
+            "--reward-fn",
+            f,
+        ];
+        a.extend(extra);
+        next(&a)
+    };
+    // verl style (detected from the signature): a dict with extra keys.
+    let out = run(
+        &format!("{}:compute_score", reward_file("verl_math.py")),
+        &[],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows[0]["reward"], 1.0);
+    assert_eq!(rows[0]["correct"], true);
+    assert!(
+        rows[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("\"pred\":\"7\""),
+        "{}",
+        rows[0]
+    );
+    assert_eq!(
+        (rows[1]["reward"].as_f64(), rows[1]["kind"].as_str()),
+        (Some(0.0), Some("wrong"))
+    );
+    // TRL style, named explicitly, with an extra_info key as a column.
+    let out = run(
+        &format!("{}:weighted_reward", reward_file("trl_math.py")),
+        &["--reward-fn-style", "trl"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rewards: Vec<f64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["reward"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(rewards, vec![2.0, 0.0]);
+    // A function that raises on a row: the run finishes, the row is an error named by line.
+    let out = run(&format!("{}:returns_string", reward_file("bad.py")), &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("error 2") && err.contains("in.jsonl:1: ") && err.contains("not a number"),
+        "{err}"
+    );
+    // Unloadable functions stop at start-up, naming file and function.
+    for (f, fragment) in [
+        ("missing.py:f".to_string(), "missing.py: no such file"),
+        (format!("{}:nope", reward_file("bad.py")), "has no `nope`"),
+        (
+            format!("{}:compute_score", reward_file("syntax_error.py")),
+            "SyntaxError",
+        ),
+        ("no_colon".to_string(), "expected FILE:NAME"),
+    ] {
+        let out = run(&f, &[]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(fragment) && !err.contains("panicked"),
+            "{f}: {err}"
+        );
+    }
+    let out = run("x.py:f", &["--reward-fn-style", "tensorflow"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expected auto, verl or trl"));
+}

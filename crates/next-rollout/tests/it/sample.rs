@@ -24,8 +24,12 @@ fn groups_seeds_stops_and_verdicts() {
         .iter()
         .map(|p| Prompted {
             ids: tok.encode(p, false).unwrap(),
-            data_source: "arith".into(),
             ground_truth: json!("15"),
+            context: std::sync::Arc::new(next_verifiers::Context {
+                prompt: p.to_string(),
+                data_source: "arith".into(),
+                extra_info: serde_json::Value::Null,
+            }),
         })
         .collect();
     let cfg = SamplingConfig {

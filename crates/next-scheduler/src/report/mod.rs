@@ -43,7 +43,7 @@ pub fn curves_plot(
     Ok(plots::draw(dir, &[chart])?.into_iter().next())
 }
 
-/// What [`write`] produced.
+/// What [`write()`] produced.
 #[derive(Debug, Clone)]
 pub struct Report {
     pub markdown: PathBuf,

@@ -68,6 +68,7 @@ fn batched_candidates_equal_candidates_scored_alone() {
         &cfg,
         std::path::Path::new(&cfg.model.path),
         next_scheduler::ScoreSet::Selection,
+        next_trainer::train::verifiers(&cfg).unwrap(),
     )
     .unwrap();
     let terms: Vec<_> = predictions

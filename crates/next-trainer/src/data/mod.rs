@@ -138,7 +138,8 @@ pub fn tokenize(
     rows.iter()
         .enumerate()
         .map(|(i, r)| {
-            let ids = tok.encode(&r.render(tok)?, false)?;
+            let text = r.render(tok)?;
+            let ids = tok.encode(&text, false)?;
             if ids.is_empty() || ids.len() > max_len {
                 return Err(Error::Data(format!(
                     "{what} row {}: prompt has {} tokens (allowed 1..={max_len})",
@@ -148,8 +149,12 @@ pub fn tokenize(
             }
             Ok(Prompted {
                 ids,
-                data_source: r.data_source.clone(),
                 ground_truth: r.ground_truth.clone(),
+                context: std::sync::Arc::new(next_verifiers::Context {
+                    prompt: text,
+                    data_source: r.data_source.clone(),
+                    extra_info: r.extra_info.clone(),
+                }),
             })
         })
         .collect()

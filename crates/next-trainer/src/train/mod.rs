@@ -175,7 +175,7 @@ pub fn evaluate(
     base_dir: &Path,
     adapters: &[Option<&Path>],
 ) -> Result<Vec<(f64, u64)>> {
-    let mut scorer = Scorer::new(cfg, base_dir, ScoreSet::Validation)?;
+    let mut scorer = Scorer::new(cfg, base_dir, ScoreSet::Validation, verifiers(cfg)?)?;
     adapters.iter().map(|a| scorer.score(*a)).collect()
 }
 
@@ -185,6 +185,7 @@ fn setup<'a>(
     cfg: &'a TrainConfig,
     run: &Path,
     base_dir: &Path,
+    registry: &Registry,
 ) -> Result<(Trainer<'a>, usize, bool)> {
     let t = &cfg.trainer;
     if t.steps == 0
@@ -227,7 +228,7 @@ fn setup<'a>(
     }
     let train = data::tokenize(&train_rows, &tok, cfg.data.max_prompt_len, "training")?;
     let val = data::tokenize(&val_rows, &tok, cfg.data.max_prompt_len, "validation")?;
-    let registry = Registry::default();
+    let registry = registry.clone();
     for r in train_rows.iter().chain(&val_rows) {
         registry.for_source(&r.data_source)?;
     }
@@ -270,6 +271,12 @@ fn setup<'a>(
     Ok((tr, first_step, resume.is_some()))
 }
 
+/// The verifiers `cfg` asks for: ours, with its `[reward]` section applied (Python reward
+/// functions load here).
+pub fn verifiers(cfg: &TrainConfig) -> Result<Registry> {
+    cfg.reward.apply(Registry::default())
+}
+
 /// Trains `cfg` in `run` with the base model in `base_dir`, resuming from the last checkpoint
 /// when there is one.
 pub fn train(
@@ -278,10 +285,22 @@ pub fn train(
     base_dir: &Path,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<Summary> {
+    train_with(cfg, run, base_dir, &verifiers(cfg)?, on_event)
+}
+
+/// [`train`] with the caller's verifiers (ours plus any registered from another crate, with
+/// `cfg.reward` applied by [`crate::config::RewardSection::apply`]).
+pub fn train_with(
+    cfg: &TrainConfig,
+    run: &Path,
+    base_dir: &Path,
+    registry: &Registry,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<Summary> {
     let start = Instant::now();
     std::fs::create_dir_all(run).map_err(|e| next_files::Error::io(run, e))?;
     cfg.model.apply_threads();
-    let (mut tr, first_step, resumed) = setup(cfg, run, base_dir)?;
+    let (mut tr, first_step, resumed) = setup(cfg, run, base_dir, registry)?;
     let t = &cfg.trainer;
     let metrics_path = run.join(METRICS);
     on_event(Event::Start {

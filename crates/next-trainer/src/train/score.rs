@@ -40,8 +40,14 @@ impl std::fmt::Debug for Scorer {
 }
 
 impl Scorer {
-    /// Loads the base in `base_dir` and `cfg`'s split `set`.
-    pub fn new(cfg: &TrainConfig, base_dir: &Path, set: ScoreSet) -> Result<Self> {
+    /// Loads the base in `base_dir` and `cfg`'s split `set`, judged by `registry`
+    /// ([`super::verifiers`] for the config's own).
+    pub fn new(
+        cfg: &TrainConfig,
+        base_dir: &Path,
+        set: ScoreSet,
+        registry: Registry,
+    ) -> Result<Self> {
         cfg.model.apply_threads();
         let tok = Tokenizer::load(base_dir)?;
         let (val_rows, what) = match set {
@@ -49,7 +55,6 @@ impl Scorer {
             ScoreSet::Selection => (data::load_select(&cfg.data)?, "selection"),
         };
         let val = data::tokenize(&val_rows, &tok, cfg.data.max_prompt_len, what)?;
-        let registry = Registry::default();
         for r in &val_rows {
             registry.for_source(&r.data_source)?;
         }

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use next_model::{Batch, Kind, Tensor};
 use next_rollout::{Prompted, Sample};
+use next_verifiers::VerdictKind;
 use serde_json::{Map, Value};
 
 use super::{sampling, step_seed, Trainer};
@@ -76,6 +77,24 @@ impl Trainer<'_> {
                 "the policy sampled with log-probability {lp} at step {}",
                 step + 1
             )));
+        }
+        if let Some((i, s)) = samples
+            .iter()
+            .enumerate()
+            .find(|(_, s)| s.verdict.kind == VerdictKind::Error)
+        {
+            let count = samples
+                .iter()
+                .filter(|s| s.verdict.kind == VerdictKind::Error)
+                .count();
+            tracing::warn!(
+                "step {}: {count} of {} rewards could not be computed (scored 0); the first, response {} of training row {}: {}",
+                step + 1,
+                samples.len(),
+                i,
+                prompt_idx[s.prompt] + 1,
+                s.verdict.detail
+            );
         }
         let scores: Vec<f64> = samples.iter().map(|s| s.verdict.reward).collect();
         let mut rewards = scores.clone();
@@ -370,5 +389,26 @@ fn metrics(ro: &Rollout, u: &Update, step_s: f64) -> Map<String, Value> {
     ] {
         m.insert(k.into(), v.into());
     }
+    // Numbers a reward function reported beside its score (verl's `reward_extra_info`), each
+    // averaged over the responses that reported it.
+    let mut extra: std::collections::BTreeMap<&str, (f64, usize)> = Default::default();
+    for s in samples {
+        for (k, v) in &s.verdict.extra {
+            let e = extra.entry(k).or_default();
+            e.0 += v;
+            e.1 += 1;
+        }
+    }
+    for (k, (sum, count)) in extra {
+        m.insert(
+            format!("reward_extra/{k}/mean"),
+            (sum / count as f64).into(),
+        );
+    }
+    let errors = samples
+        .iter()
+        .filter(|s| s.verdict.kind == VerdictKind::Error)
+        .count();
+    m.insert("reward/error_frac".into(), (errors as f64 / n).into());
     m
 }

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::{Verdict, VerdictKind, Verifier};
+use crate::{Verdict, Verifier};
 
 const HARNESS: &str = include_str!("harness.py");
 
@@ -376,9 +376,7 @@ impl CodeVerifier {
         if timeouts > 0 && passed + timeouts == total {
             return Verdict {
                 reward,
-                correct: false,
-                kind: VerdictKind::Timeout,
-                detail,
+                ..Verdict::timeout(detail)
             };
         }
         Verdict::wrong(reward, detail)

@@ -48,11 +48,7 @@ fn run_all(
     let pool = Pool::new(2).unwrap();
     let jobs = cases
         .into_iter()
-        .map(|(response, ground_truth)| Job {
-            verifier: v.clone(),
-            response,
-            ground_truth,
-        })
+        .map(|(response, ground_truth)| Job::new(v.clone(), response, ground_truth))
         .collect();
     pool.run(jobs, on_done)
 }

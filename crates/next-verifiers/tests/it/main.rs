@@ -3,3 +3,4 @@
 mod code;
 mod countdown_exact;
 mod math;
+mod python;
