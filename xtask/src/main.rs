@@ -32,6 +32,9 @@ tasks:
   smollm2 [ARGS]
                setup --with smollm2, generate the GSM-style data once, then `next train --config
                configs/smollm2-gsm.toml --out runs/smollm2-gsm [ARGS]` in release mode (CPU)
+  smollm2 --probe [TASK...]
+               SmolLM2's greedy and sampled accuracy and mixed-group share on candidate
+               reasoning-gym tasks before RL (one `next train` step each): runs/smollm2-probe/
   demo [ARGS]  setup if needed, then `next demo` (the model stack end to end) in release mode
   bench model  tokens/s of decoding and forward+backward, ours vs transformers, same threads
   bench verifiers | train | extract | jump | smollm2
@@ -123,6 +126,11 @@ fn run() -> Result<()> {
                 "runs/study"
             };
             next_release_out(&["study", "--config", "configs/study.toml"], out, rest)
+        }
+        "smollm2" if rest.first().is_some_and(|a| a == "--probe") => {
+            setup::run()?;
+            smollm2::run()?;
+            smollm2::probe(&rest[1..])
         }
         "smollm2" => {
             setup::run()?;

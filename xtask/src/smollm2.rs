@@ -151,3 +151,101 @@ pub fn run() -> Result<()> {
     );
     Ok(())
 }
+
+/// The candidates `cargo xtask smollm2 --probe` measures: reasoning-gym tasks with one integer
+/// for answer, short enough for 32 new tokens.
+const PROBE_TASKS: &[&str] = &[
+    "basic_arithmetic",
+    "chain_sum",
+    "leg_counting",
+    "gcd",
+    "lcm",
+    "simple_equations",
+    "products",
+    "letter_counting",
+    "count_bits",
+];
+const PROBE_DIR: &str = "runs/smollm2-probe";
+
+/// What SmolLM2-135M-Instruct knows of each candidate task before any RL: greedy accuracy on 100
+/// held-out problems, and from the first GRPO step (16 training prompts x 8 samples at the
+/// config's temperature) the sampled accuracy and the share of groups whose rewards are mixed,
+/// the ones that teach. One `next train` step per task, with the SmolLM2 config's settings; the table goes to
+/// `runs/smollm2-probe/table.md`. Resumable: a finished task is read, not rerun.
+pub fn probe(only: &[String]) -> Result<()> {
+    let root = root();
+    let next = next_binary()?;
+    let tasks: Vec<&str> = if only.is_empty() {
+        PROBE_TASKS.to_vec()
+    } else {
+        only.iter().map(String::as_str).collect()
+    };
+    let mut table = String::from(
+        "| task | greedy accuracy (100 problems) | sampled accuracy (16 x 8) | groups with mixed rewards | minutes |\n|---|---|---|---|---|\n",
+    );
+    for task in tasks {
+        let dir = root.join(PROBE_DIR).join(task);
+        std::fs::create_dir_all(&dir).with_context(|| dir.display().to_string())?;
+        let (train, val, run) = (
+            dir.join("train.jsonl"),
+            dir.join("val.jsonl"),
+            dir.join("run"),
+        );
+        let gen = |out: &Path, n: &str, seed: &str| -> Result<()> {
+            let mut cmd = Command::new(&next);
+            cmd.args(["data", "gen", "--source", "reasoning-gym", "--task", task])
+                .args(["--n", n, "--seed", seed, "--out"])
+                .arg(out);
+            if out == val.as_path() {
+                cmd.arg("--exclude").arg(&train);
+            }
+            util::run(&mut cmd)
+        };
+        if !train.exists() {
+            gen(&train, "64", "1")?;
+        }
+        if !val.exists() {
+            gen(&val, "100", "2")?;
+        }
+        let start = std::time::Instant::now();
+        let set = |k: &str, v: &str| ["--set".to_string(), format!("{k}={v}")];
+        let mut cmd = Command::new(&next);
+        cmd.args(["train", "--config", "configs/smollm2-gsm.toml", "--out"])
+            .arg(&run)
+            .args(set("data.train", &train.display().to_string()))
+            .args(set("data.val", &val.display().to_string()))
+            .args(set("data.val_size", "100"))
+            .args(set("rollout.val_n", "0"))
+            .args(set("rollout.n", "8"))
+            .args(set("rollout.max_new_tokens", "32"))
+            .args(set("trainer.prompts_per_step", "16"))
+            .args(set("trainer.micro_batch", "8"))
+            .args(set("trainer.steps", "1"));
+        util::run(&mut cmd)?;
+        let minutes = start.elapsed().as_secs_f64() / 60.0;
+        let text = std::fs::read_to_string(run.join("metrics.jsonl"))
+            .with_context(|| format!("{}: no metrics", run.display()))?;
+        let rows: Vec<Value> = text
+            .lines()
+            .map(serde_json::from_str)
+            .collect::<Result<_, _>>()?;
+        let get = |step: u64, key: &str| {
+            rows.iter()
+                .filter(|r| r["step"] == step)
+                .find_map(|r| r["data"][key].as_f64())
+                .unwrap_or(f64::NAN)
+        };
+        let src = format!("reasoning-gym/{task}");
+        table.push_str(&format!(
+            "| {task} | {:.2} | {:.2} | {:.2} | {minutes:.1} |\n",
+            get(0, &format!("val-core/{src}/reward/mean@1")),
+            get(1, "critic/score/mean"),
+            1.0 - get(1, "batch/zero_variance_group_frac"),
+        ));
+    }
+    let out = root.join(PROBE_DIR).join("table.md");
+    std::fs::write(&out, &table).with_context(|| out.display().to_string())?;
+    println!("{table}");
+    eprintln!("xtask: smollm2 --probe: table in {}", out.display());
+    Ok(())
+}

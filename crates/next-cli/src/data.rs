@@ -16,8 +16,10 @@ pub enum Command {
     ///
     /// reasoning-gym: `next data gen --source reasoning-gym --task gsm_symbolic --n 500 --seed 1
     /// --out train.jsonl` (math verifier, answer asked in \boxed{}) or `--task countdown`
-    /// (countdown verifier, expression asked in <answer></answer>). Use different seeds for the
-    /// train and validation files.
+    /// (countdown verifier, expression asked in <answer></answer>), or a task with a number for
+    /// answer (basic_arithmetic, chain_sum, leg_counting, gcd, lcm, simple_equations, products,
+    /// letter_counting, count_bits: math verifier, \boxed{}). Use
+    /// different seeds for the train and validation files.
     Gen(GenArgs),
 }
 
@@ -34,7 +36,8 @@ enum Source {
 pub struct GenArgs {
     #[arg(long, value_enum, default_value = "embedded")]
     source: Source,
-    /// Embedded: add2, add3, add4, countdown3, countdown4. reasoning-gym: gsm_symbolic, countdown.
+    /// Embedded: add2, add3, add4, countdown3, countdown4. reasoning-gym: gsm_symbolic,
+    /// countdown, or a numeric task (see `next data gen --help`).
     #[arg(long, default_value = "add3")]
     task: String,
     /// Embedded only: which split (disjoint whatever the seed) [default: train].

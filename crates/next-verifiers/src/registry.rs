@@ -57,6 +57,8 @@ impl std::fmt::Debug for Registry {
 /// (`openai/gsm8k` → math, `countdown` → countdown, `openai_humaneval` → code).
 const DEFAULT_RULES: &[(&str, &str)] = &[
     ("countdown", "countdown"),
+    // Every other reasoning-gym task this project generates has a number for answer.
+    ("reasoning-gym/", "math"),
     ("humaneval", "code"),
     ("mbpp", "code"),
     ("code", "code"),

@@ -90,6 +90,17 @@ fn gsm_symbolic_rows_verify_with_the_math_verifier() {
 }
 
 #[test]
+fn numeric_task_rows_verify_with_the_math_verifier() {
+    for task in ["leg_counting", "basic_arithmetic", "gcd"] {
+        check(
+            task,
+            &format!("reasoning-gym/{task}"),
+            "Counting carefully, the answer is \\boxed{{}}.",
+        );
+    }
+}
+
+#[test]
 fn countdown_rows_verify_with_the_countdown_verifier() {
     check(
         "countdown",
@@ -131,7 +142,7 @@ fn unsupported_requests_fail_with_a_message() {
     for (args, needle) in [
         (
             vec!["--source", "reasoning-gym", "--task", "arc_1d"],
-            "not supported (supported: gsm_symbolic, countdown)",
+            "not supported (supported: gsm_symbolic, countdown, basic_arithmetic,",
         ),
         (
             vec![

@@ -1,6 +1,6 @@
-//! Rows from reasoning-gym's generators (GSM-style problems, countdown), produced offline by the
-//! project's Python: each problem as a chat prompt with an instruction saying how to answer, and
-//! the ground truth in the form its verifier reads.
+//! Rows from reasoning-gym's generators (GSM-style problems, countdown, and short tasks with a
+//! number for answer), produced offline by the project's Python: each problem as a chat prompt
+//! with an instruction saying how to answer, and the ground truth in the form its verifier reads.
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -23,30 +23,51 @@ pub enum GymTask {
     GsmSymbolic,
     /// Countdown (countdown verifier, expression in `<answer></answer>`).
     Countdown,
+    /// Short problems whose answer is one number (math verifier, answer in `\boxed{}`): the
+    /// candidates for a task a small model can learn (`basic_arithmetic`, `leg_counting`, ...).
+    Numeric(&'static str),
 }
 
+/// reasoning-gym tasks whose answer is one integer, in a few tokens. (Not
+/// `fraction_simplification`: the math verifier compares values, so an unsimplified fraction
+/// would pass.)
+const NUMERIC: &[&str] = &[
+    "basic_arithmetic",
+    "chain_sum",
+    "leg_counting",
+    "gcd",
+    "lcm",
+    "simple_equations",
+    "products",
+    "letter_counting",
+    "count_bits",
+];
+
 impl GymTask {
-    pub const ALL: [GymTask; 2] = [GymTask::GsmSymbolic, GymTask::Countdown];
+    /// Every supported task.
+    pub fn all() -> impl Iterator<Item = GymTask> {
+        [GymTask::GsmSymbolic, GymTask::Countdown]
+            .into_iter()
+            .chain(NUMERIC.iter().map(|&n| GymTask::Numeric(n)))
+    }
 
     /// reasoning-gym's name of the task.
     pub fn name(self) -> &'static str {
         match self {
             GymTask::GsmSymbolic => "gsm_symbolic",
             GymTask::Countdown => "countdown",
+            GymTask::Numeric(name) => name,
         }
     }
 
     pub fn parse(name: &str) -> Result<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|t| t.name() == name)
-            .ok_or_else(|| {
-                let names: Vec<&str> = Self::ALL.iter().map(|t| t.name()).collect();
-                Error::Config(format!(
-                    "reasoning-gym task `{name}` is not supported (supported: {})",
-                    names.join(", ")
-                ))
-            })
+        Self::all().find(|t| t.name() == name).ok_or_else(|| {
+            let names: Vec<&str> = Self::all().map(|t| t.name()).collect();
+            Error::Config(format!(
+                "reasoning-gym task `{name}` is not supported (supported: {})",
+                names.join(", ")
+            ))
+        })
     }
 
     /// The rows' `data_source`, which picks their verifier.
@@ -64,6 +85,7 @@ impl GymTask {
                 "Reason briefly, then write only the expression inside <answer></answer>, \
                  e.g. <answer>(1 + 2) * 3</answer>."
             }
+            GymTask::Numeric(_) => "Put the final answer (a number) in \\boxed{}.",
         }
     }
 }
@@ -172,7 +194,7 @@ fn row(
     let meta = &item["metadata"];
     let ground_truth = match task {
         GymTask::Countdown => json!({"target": meta["target"], "numbers": meta["numbers"]}),
-        GymTask::GsmSymbolic => json!(answer),
+        GymTask::GsmSymbolic | GymTask::Numeric(_) => json!(answer),
     };
     let content = format!("{}\n\n{instruction}", question.trim_end());
     Ok(Row {
