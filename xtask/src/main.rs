@@ -30,8 +30,9 @@ tasks:
                in runs/study/report/ (--quick: a smoke run of every regime, runs/study-quick;
                --regime NAME: some regimes; --check: only check every regime's settings)
   smollm2 [ARGS]
-               setup --with smollm2, generate the GSM-style data once, then `next train --config
-               configs/smollm2-gsm.toml --out runs/smollm2-gsm [ARGS]` in release mode (CPU)
+               setup --with smollm2, generate the data once, then `next train --config
+               configs/smollm2-addition.toml --out runs/smollm2-addition [ARGS]` in release mode
+               (CPU: SmolLM2-135M learns 2-digit sums; configs/smollm2-gsm.toml is the GSM one)
   smollm2 --probe [TASK...]
                SmolLM2's greedy and sampled accuracy and mixed-group share on candidate
                reasoning-gym tasks before RL (one `next train` step each): runs/smollm2-probe/
@@ -137,8 +138,8 @@ fn run() -> Result<()> {
             smollm2::run()?;
             smollm2::data()?;
             next_release_out(
-                &["train", "--config", "configs/smollm2-gsm.toml"],
-                "runs/smollm2-gsm",
+                &["train", "--config", "configs/smollm2-addition.toml"],
+                "runs/smollm2-addition",
                 rest,
             )
         }

@@ -60,37 +60,49 @@ fn fetch(python: &Path, downloads: &Path) -> Result<PathBuf> {
     Ok(gguf)
 }
 
-/// The problem files `configs/smollm2-gsm.toml` reads: (path, rows, seed), the validation file
-/// excluding every training prompt.
-const DATA: [(&str, &str, &str); 2] = [
-    (".cache/data/gsm_symbolic-train.jsonl", "2000", "1"),
-    (".cache/data/gsm_symbolic-val.jsonl", "200", "2"),
+/// Sums of two 2-digit numbers, the task SmolLM2-135M learns on a CPU
+/// (`configs/smollm2-addition.toml`; chosen by `cargo xtask smollm2 --probe`).
+const ADDITION: &str = r#"{"min_terms": 2, "max_terms": 2, "min_digits": 2, "max_digits": 2, "operators": ["+"], "allow_parentheses": false, "allow_negation": false}"#;
+
+/// The problem files of the SmolLM2 configs: (training file, validation file, reasoning-gym
+/// task, settings); 2,000 training rows (seed 1) and 200 validation rows (seed 2) excluding
+/// every training prompt.
+const DATA: [(&str, &str, &str, &str); 2] = [
+    (
+        ".cache/data/addition-2d-train.jsonl",
+        ".cache/data/addition-2d-val.jsonl",
+        "basic_arithmetic",
+        ADDITION,
+    ),
+    (
+        ".cache/data/gsm_symbolic-train.jsonl",
+        ".cache/data/gsm_symbolic-val.jsonl",
+        "gsm_symbolic",
+        "{}",
+    ),
 ];
 
-/// Generates the GSM-style problem files of the config when they are missing.
+/// Generates the problem files of the SmolLM2 configs when they are missing.
 pub fn data() -> Result<()> {
     let root = root();
-    let train = DATA[0].0;
-    let missing: Vec<_> = DATA.iter().filter(|d| !root.join(d.0).exists()).collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    let next = next_binary()?;
-    for &&(path, n, seed) in &missing {
-        let mut cmd = Command::new(&next);
-        cmd.args([
-            "data",
-            "gen",
-            "--source",
-            "reasoning-gym",
-            "--task",
-            "gsm_symbolic",
-        ])
-        .args(["--n", n, "--seed", seed, "--out", path]);
-        if path != train {
-            cmd.args(["--exclude", train]);
+    let mut next = None;
+    for (train, val, task, settings) in DATA {
+        for (path, n, seed) in [(train, "2000", "1"), (val, "200", "2")] {
+            if root.join(path).exists() {
+                continue;
+            }
+            if next.is_none() {
+                next = Some(next_binary()?);
+            }
+            let mut cmd = Command::new(next.as_ref().expect("just built"));
+            cmd.args(["data", "gen", "--source", "reasoning-gym", "--task", task])
+                .args(["--gym-config", settings])
+                .args(["--n", n, "--seed", seed, "--out", path]);
+            if path == val {
+                cmd.args(["--exclude", train]);
+            }
+            util::run(&mut cmd)?;
         }
-        util::run(&mut cmd)?;
     }
     Ok(())
 }
@@ -152,39 +164,56 @@ pub fn run() -> Result<()> {
     Ok(())
 }
 
-/// The candidates `cargo xtask smollm2 --probe` measures: reasoning-gym tasks with one integer
-/// for answer, short enough for 32 new tokens.
-const PROBE_TASKS: &[&str] = &[
-    "basic_arithmetic",
-    "chain_sum",
-    "leg_counting",
-    "gcd",
-    "lcm",
-    "simple_equations",
-    "products",
-    "letter_counting",
-    "count_bits",
+/// The candidates `cargo xtask smollm2 --probe` measures: (label, reasoning-gym task, generator
+/// settings) of tasks with one integer for answer, short enough for 32 new tokens; the
+/// defaults, and easier settings of the arithmetic ones (two or three terms of few digits; a
+/// setting with fewer distinct problems than 164 cannot fill the two files).
+const PROBE_TASKS: &[(&str, &str, &str)] = &[
+    ("basic_arithmetic", "basic_arithmetic", "{}"),
+    ("chain_sum", "chain_sum", "{}"),
+    ("leg_counting", "leg_counting", "{}"),
+    ("gcd", "gcd", "{}"),
+    ("lcm", "lcm", "{}"),
+    ("simple_equations", "simple_equations", "{}"),
+    ("products", "products", "{}"),
+    ("letter_counting", "letter_counting", "{}"),
+    ("count_bits", "count_bits", "{}"),
+    (
+        "chain_sum-2x2",
+        "chain_sum",
+        r#"{"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2}"#,
+    ),
+    ("addition-2d", "basic_arithmetic", ADDITION),
+    (
+        "chain_sum-3x1",
+        "chain_sum",
+        r#"{"min_terms": 3, "max_terms": 3, "min_digits": 1, "max_digits": 1}"#,
+    ),
 ];
 const PROBE_DIR: &str = "runs/smollm2-probe";
 
 /// What SmolLM2-135M-Instruct knows of each candidate task before any RL: greedy accuracy on 100
 /// held-out problems, and from the first GRPO step (16 training prompts x 8 samples at the
 /// config's temperature) the sampled accuracy and the share of groups whose rewards are mixed,
-/// the ones that teach. One `next train` step per task, with the SmolLM2 config's settings; the table goes to
-/// `runs/smollm2-probe/table.md`. Resumable: a finished task is read, not rerun.
+/// the ones that teach. One `next train` step per task, with the SmolLM2 config's settings; the
+/// table goes to `runs/smollm2-probe/table.md`. Resumable: a finished task is read, not rerun.
+/// `only` picks candidates by label.
 pub fn probe(only: &[String]) -> Result<()> {
     let root = root();
     let next = next_binary()?;
-    let tasks: Vec<&str> = if only.is_empty() {
-        PROBE_TASKS.to_vec()
-    } else {
-        only.iter().map(String::as_str).collect()
-    };
+    let tasks: Vec<&(&str, &str, &str)> = PROBE_TASKS
+        .iter()
+        .filter(|t| only.is_empty() || only.iter().any(|o| o == t.0))
+        .collect();
+    if tasks.is_empty() {
+        let labels: Vec<&str> = PROBE_TASKS.iter().map(|t| t.0).collect();
+        bail!("no such candidate (candidates: {})", labels.join(", "));
+    }
     let mut table = String::from(
-        "| task | greedy accuracy (100 problems) | sampled accuracy (16 x 8) | groups with mixed rewards | minutes |\n|---|---|---|---|---|\n",
+        "| task | settings | greedy accuracy (100 problems) | sampled accuracy (16 x 8) | groups with mixed rewards | seconds per RL step |\n|---|---|---|---|---|---|\n",
     );
-    for task in tasks {
-        let dir = root.join(PROBE_DIR).join(task);
+    for &&(label, task, settings) in &tasks {
+        let dir = root.join(PROBE_DIR).join(label);
         std::fs::create_dir_all(&dir).with_context(|| dir.display().to_string())?;
         let (train, val, run) = (
             dir.join("train.jsonl"),
@@ -194,6 +223,7 @@ pub fn probe(only: &[String]) -> Result<()> {
         let gen = |out: &Path, n: &str, seed: &str| -> Result<()> {
             let mut cmd = Command::new(&next);
             cmd.args(["data", "gen", "--source", "reasoning-gym", "--task", task])
+                .args(["--gym-config", settings])
                 .args(["--n", n, "--seed", seed, "--out"])
                 .arg(out);
             if out == val.as_path() {
@@ -207,7 +237,6 @@ pub fn probe(only: &[String]) -> Result<()> {
         if !val.exists() {
             gen(&val, "100", "2")?;
         }
-        let start = std::time::Instant::now();
         let set = |k: &str, v: &str| ["--set".to_string(), format!("{k}={v}")];
         let mut cmd = Command::new(&next);
         cmd.args(["train", "--config", "configs/smollm2-gsm.toml", "--out"])
@@ -222,7 +251,6 @@ pub fn probe(only: &[String]) -> Result<()> {
             .args(set("trainer.micro_batch", "8"))
             .args(set("trainer.steps", "1"));
         util::run(&mut cmd)?;
-        let minutes = start.elapsed().as_secs_f64() / 60.0;
         let text = std::fs::read_to_string(run.join("metrics.jsonl"))
             .with_context(|| format!("{}: no metrics", run.display()))?;
         let rows: Vec<Value> = text
@@ -237,10 +265,11 @@ pub fn probe(only: &[String]) -> Result<()> {
         };
         let src = format!("reasoning-gym/{task}");
         table.push_str(&format!(
-            "| {task} | {:.2} | {:.2} | {:.2} | {minutes:.1} |\n",
+            "| {label} | `{settings}` | {:.2} | {:.2} | {:.2} | {:.0} |\n",
             get(0, &format!("val-core/{src}/reward/mean@1")),
             get(1, "critic/score/mean"),
             1.0 - get(1, "batch/zero_variance_group_frac"),
+            get(1, "timing_s/step"),
         ));
     }
     let out = root.join(PROBE_DIR).join("table.md");

@@ -47,6 +47,10 @@ pub struct GenArgs {
     n: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// reasoning-gym: the generator's settings as a JSON object, e.g. `{"max_terms": 2,
+    /// "max_digits": 2}` for chain_sum (see reasoning-gym's config classes).
+    #[arg(long, value_name = "JSON")]
+    gym_config: Option<String>,
     /// reasoning-gym: replaces the instruction appended to each question.
     #[arg(long)]
     instruction: Option<String>,
@@ -66,8 +70,10 @@ pub fn run(cmd: Command) -> Result<()> {
     let Command::Gen(a) = cmd;
     let rows = match a.source {
         Source::Embedded => {
-            if a.instruction.is_some() || !a.exclude.is_empty() {
-                bail!("--instruction and --exclude apply to --source reasoning-gym only");
+            if a.instruction.is_some() || !a.exclude.is_empty() || a.gym_config.is_some() {
+                bail!(
+                    "--instruction, --exclude and --gym-config apply to --source reasoning-gym only"
+                );
             }
             let split = a.split.unwrap_or(Split::Train);
             tasks::generate(Task::parse(&a.task)?, split, a.n, a.seed)?
@@ -81,6 +87,7 @@ pub fn run(cmd: Command) -> Result<()> {
                 n: a.n,
                 seed: a.seed,
                 instruction: a.instruction.clone(),
+                config: gym::parse_config(a.gym_config.as_deref())?,
                 exclude: a.exclude.clone(),
                 python: next_files::python::interpreter(a.python.as_deref()),
             })?

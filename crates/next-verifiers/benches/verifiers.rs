@@ -92,31 +92,19 @@ fn main() {
         .expect("write results");
 }
 
-/// A verl-style `compute_score` on the corpus's responses (repeated to 20 passes): verdicts/s
-/// through `PythonReward` in the pool at 1 and 2 workers, and in a Python loop over the same
-/// rows in one process; the overhead per call is the difference of the times per verdict.
-fn python_rewards(corpus: &[Value], python: &std::path::Path) -> Value {
-    let file = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/data/rewards/verl_math.py"
-    );
-    let rows: Vec<(String, String)> = (0..20)
-        .flat_map(|_| corpus.iter())
-        .map(|r| {
-            (
-                r["response"].as_str().unwrap().to_string(),
-                next_verifiers::ground_truth_text(&r["gold"]),
-            )
-        })
-        .collect();
+/// A verl-style `compute_score`, `file`'s, on `rows` (response, gold): verdicts/s through
+/// `PythonReward` in the pool at 1 and 2 workers, and in a Python loop over the same rows in
+/// one process; the overhead per call is the difference of the times per verdict.
+fn python_reward(file: &str, rows: &[(String, String)], python: &std::path::Path) -> Value {
     let rows_file =
         std::env::temp_dir().join(format!("next-bench-rows-{}.json", std::process::id()));
-    std::fs::write(&rows_file, serde_json::to_string(&rows).unwrap()).unwrap();
+    std::fs::write(&rows_file, serde_json::to_string(rows).unwrap()).unwrap();
     let script = r#"
 import importlib.util, json, sys, time
 spec = importlib.util.spec_from_file_location("m", sys.argv[1])
 m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)
 rows = json.load(open(sys.argv[2]))
+m.compute_score(data_source="bench", solution_str=rows[0][0], ground_truth=rows[0][1])
 t0 = time.perf_counter()
 for r, g in rows:
     m.compute_score(data_source="bench", solution_str=r, ground_truth=g, extra_info=None)
@@ -136,8 +124,13 @@ print(len(rows) / (time.perf_counter() - t0))
         String::from_utf8_lossy(&out.stderr)
     );
     let loop_rate: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let name = std::path::Path::new(file)
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
     eprintln!(
-        "python reward: {loop_rate:.0} verdicts/s in a Python loop ({} rows)",
+        "python reward {name}: {loop_rate:.0} verdicts/s in a Python loop ({} rows)",
         rows.len()
     );
     let mut rates = serde_json::Map::new();
@@ -150,7 +143,7 @@ print(len(rows) / (time.perf_counter() - t0))
                     python: python.to_owned(),
                     style: Style::Verl,
                     workers,
-                    timeout_s: 10.0,
+                    timeout_s: 60.0,
                 },
             )
             .expect("load the reward function"),
@@ -160,8 +153,8 @@ print(len(rows) / (time.perf_counter() - t0))
             .map(|(r, g)| Job::new(reward.clone(), r.clone(), json!(g)))
             .collect();
         let pool = Pool::new(workers).unwrap();
-        // Warm-up: starts every worker, so that start-up is not timed.
-        pool.run(jobs[..jobs.len().min(64)].to_vec(), |_, _| {});
+        // Warm-up: starts every worker (and its imports), so that start-up is not timed.
+        pool.run(jobs[..jobs.len().min(16)].to_vec(), |_, _| {});
         let t0 = Instant::now();
         let verdicts = pool.run(jobs.clone(), |_, _| {});
         let rate = jobs.len() as f64 / t0.elapsed().as_secs_f64();
@@ -170,11 +163,41 @@ print(len(rows) / (time.perf_counter() - t0))
             .all(|v| v.kind != next_verifiers::VerdictKind::Error));
         let overhead = 1e6 * (1.0 / rate - 1.0 / loop_rate);
         eprintln!(
-            "python reward: {rate:.0} verdicts/s through the pool with {workers} worker(s) ({:.2}x the loop; {overhead:.1} us per call beyond it at 1 worker's pace)",
+            "python reward {name}: {rate:.0} verdicts/s through the pool with {workers} worker(s) ({:.2}x the loop; {overhead:.1} us per call beyond it)",
             rate / loop_rate
         );
         rates.insert(workers.to_string(), rate.into());
         overhead_us.insert(workers.to_string(), overhead.into());
     }
     json!({"rows": rows.len(), "python_loop_per_s": loop_rate, "pool_per_s": rates, "overhead_us_per_call": overhead_us})
+}
+
+/// Two reward functions: a cheap one (regex extraction, microseconds: the pool's own overhead
+/// shows) on the whole corpus 20 times, and HF math-verify (milliseconds: the workers' parallelism
+/// shows) once on the non-adversarial cases.
+fn python_rewards(corpus: &[Value], python: &std::path::Path) -> Value {
+    let rows = |subset: &mut dyn Iterator<Item = &Value>| -> Vec<(String, String)> {
+        subset
+            .map(|r| {
+                (
+                    r["response"].as_str().unwrap().to_string(),
+                    next_verifiers::ground_truth_text(&r["gold"]),
+                )
+            })
+            .collect()
+    };
+    let cheap = rows(&mut (0..20).flat_map(|_| corpus.iter()));
+    let plain = rows(&mut corpus.iter().filter(|r| r["category"] != "adversarial"));
+    json!({
+        "cheap": python_reward(
+            concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/rewards/verl_math.py"),
+            &cheap,
+            python
+        ),
+        "math_verify": python_reward(
+            concat!(env!("CARGO_MANIFEST_DIR"), "/benches/math_verify_reward.py"),
+            &plain,
+            python
+        ),
+    })
 }

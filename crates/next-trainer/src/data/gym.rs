@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use next_model::ChatMessage;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use super::{load_jsonl, Prompt, Row};
 use crate::{Error, Result};
@@ -98,10 +98,24 @@ pub struct GymRequest {
     pub seed: u64,
     /// Replaces the task's default instruction.
     pub instruction: Option<String>,
+    /// The generator's settings (reasoning-gym's config keys), empty for its defaults.
+    pub config: Map<String, Value>,
     /// JSONL files whose prompts must not appear (e.g. the training file, for validation).
     pub exclude: Vec<PathBuf>,
     /// The interpreter with reasoning-gym installed.
     pub python: PathBuf,
+}
+
+/// Reads `--gym-config`: a JSON object of the generator's settings (none: its defaults).
+pub fn parse_config(text: Option<&str>) -> Result<Map<String, Value>> {
+    match text.map(serde_json::from_str::<Value>) {
+        None => Ok(Map::new()),
+        Some(Ok(Value::Object(m))) => Ok(m),
+        Some(Ok(other)) => Err(Error::Config(format!(
+            "--gym-config: expected a JSON object of settings, got {other}"
+        ))),
+        Some(Err(e)) => Err(Error::Config(format!("--gym-config: not valid JSON: {e}"))),
+    }
 }
 
 /// `n` new problems: none of `exclude`'s prompts, no repeats within the result.
@@ -112,8 +126,10 @@ pub fn generate(req: &GymRequest) -> Result<Vec<Row>> {
         excluded.extend(rows.into_iter().map(|r| prompt_key(&r.prompt)));
     }
     // Enough extra problems to replace every excluded one, even if all of them come up, and the
-    // repeats reasoning-gym draws (about 0.4% of gsm_symbolic).
-    let asked = req.n + excluded.len() + req.n / 20 + 16;
+    // repeats reasoning-gym draws (about 0.4% of gsm_symbolic; a quarter of 2,000 sums of two
+    // 2-digit numbers, a space of 8,100). Items are drawn per index, so asking for more never
+    // changes the first ones.
+    let asked = req.n + excluded.len() + req.n / 2 + 16;
     let rows = run_script(req, asked)?;
     let total = rows.len();
     let rows: Vec<Row> = rows
@@ -141,6 +157,8 @@ fn run_script(req: &GymRequest, n: usize) -> Result<Vec<Row>> {
     let out = Command::new(py)
         .args(["-", "--task", task, "--n", &n.to_string(), "--seed"])
         .arg(req.seed.to_string())
+        .arg("--config")
+        .arg(Value::Object(req.config.clone()).to_string())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -172,7 +190,7 @@ fn run_script(req: &GymRequest, n: usize) -> Result<Vec<Row>> {
         .map(|(i, line)| {
             let item: Value = serde_json::from_str(line)
                 .map_err(|e| Error::Data(format!("reasoning-gym output line {}: {e}", i + 1)))?;
-            row(req.task, instruction, &item, req.seed, i).map_err(|why| {
+            row(req, instruction, &item, i).map_err(|why| {
                 Error::Data(format!("reasoning-gym `{task}` item {i}: {why}: {line}"))
             })
         })
@@ -181,12 +199,12 @@ fn run_script(req: &GymRequest, n: usize) -> Result<Vec<Row>> {
 
 /// One reasoning-gym item as a chat row with the ground truth our verifier for it reads.
 fn row(
-    task: GymTask,
+    req: &GymRequest,
     instruction: &str,
     item: &Value,
-    seed: u64,
     index: usize,
 ) -> std::result::Result<Row, &'static str> {
+    let task = req.task;
     let question = item["question"]
         .as_str()
         .ok_or("`question` is not a string")?;
@@ -204,7 +222,7 @@ fn row(
             content,
         }]),
         ground_truth,
-        extra_info: json!({"source": "reasoning-gym", "task": task.name(), "seed": seed,
-                           "index": index, "answer": answer}),
+        extra_info: json!({"source": "reasoning-gym", "task": task.name(), "seed": req.seed,
+                           "config": req.config, "index": index, "answer": answer}),
     })
 }
