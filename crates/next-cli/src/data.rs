@@ -19,7 +19,8 @@ pub enum Command {
     /// (countdown verifier, expression asked in <answer></answer>), or a task with a number for
     /// answer (basic_arithmetic, chain_sum, leg_counting, gcd, lcm, simple_equations, products,
     /// letter_counting, count_bits: math verifier, \boxed{}). Use
-    /// different seeds for the train and validation files.
+    /// distant seeds for the train and validation files (reasoning-gym's seed s + 1 draws seed
+    /// s's problems shifted by one) and --exclude the training file.
     Gen(GenArgs),
 }
 
