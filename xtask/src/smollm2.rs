@@ -85,6 +85,27 @@ const DATA: [(&str, &str, &str, &str, &str); 2] = [
     ),
 ];
 
+/// `next data gen` of `n` rows of reasoning-gym's `task` with `settings` into `out`, leaving out
+/// the prompts of `exclude`.
+fn gen_rows(
+    next: &Path,
+    task: &str,
+    settings: &str,
+    (n, seed): (&str, &str),
+    out: &Path,
+    exclude: Option<&Path>,
+) -> Result<()> {
+    let mut cmd = Command::new(next);
+    cmd.args(["data", "gen", "--source", "reasoning-gym", "--task", task])
+        .args(["--gym-config", settings])
+        .args(["--n", n, "--seed", seed, "--out"])
+        .arg(out);
+    if let Some(x) = exclude {
+        cmd.arg("--exclude").arg(x);
+    }
+    util::run(&mut cmd)
+}
+
 /// Generates the problem files of the SmolLM2 configs when they are missing.
 pub fn data() -> Result<()> {
     let root = root();
@@ -97,14 +118,15 @@ pub fn data() -> Result<()> {
             if next.is_none() {
                 next = Some(next_binary()?);
             }
-            let mut cmd = Command::new(next.as_ref().expect("just built"));
-            cmd.args(["data", "gen", "--source", "reasoning-gym", "--task", task])
-                .args(["--gym-config", settings])
-                .args(["--n", n, "--seed", seed, "--out", path]);
-            if path == val {
-                cmd.args(["--exclude", train]);
-            }
-            util::run(&mut cmd)?;
+            let exclude = (path == val).then(|| Path::new(train));
+            gen_rows(
+                next.as_deref().expect("just built"),
+                task,
+                settings,
+                (n, seed),
+                Path::new(path),
+                exclude,
+            )?;
         }
     }
     Ok(())
@@ -223,22 +245,11 @@ pub fn probe(only: &[String]) -> Result<()> {
             dir.join("val.jsonl"),
             dir.join("run"),
         );
-        let gen = |out: &Path, n: &str, seed: &str| -> Result<()> {
-            let mut cmd = Command::new(&next);
-            cmd.args(["data", "gen", "--source", "reasoning-gym", "--task", task])
-                .args(["--gym-config", settings])
-                .args(["--n", n, "--seed", seed, "--out"])
-                .arg(out);
-            if out == val.as_path() {
-                cmd.arg("--exclude").arg(&train);
-            }
-            util::run(&mut cmd)
-        };
         if !train.exists() {
-            gen(&train, "64", "1")?;
+            gen_rows(&next, task, settings, ("64", "1"), &train, None)?;
         }
         if !val.exists() {
-            gen(&val, "100", "2")?;
+            gen_rows(&next, task, settings, ("100", "2"), &val, Some(&train))?;
         }
         let set = |k: &str, v: &str| ["--set".to_string(), format!("{k}={v}")];
         let mut cmd = Command::new(&next);

@@ -56,24 +56,20 @@ impl<'a> InProcess<'a> {
         Ok(self.verifiers.clone().expect("just made"))
     }
 
-    fn scorer(&mut self, set: ScoreSet) -> Result<&mut Scorer> {
-        let slot = match set {
+    fn slot(&mut self, set: ScoreSet) -> &mut Option<Scorer> {
+        match set {
             ScoreSet::Validation => &mut self.validation,
             ScoreSet::Selection => &mut self.selection,
-        };
-        if slot.is_none() {
-            let registry = self.verifiers()?;
-            let slot = match set {
-                ScoreSet::Validation => &mut self.validation,
-                ScoreSet::Selection => &mut self.selection,
-            };
-            *slot = Some(Scorer::new(&self.cfg, &self.base, set, registry)?);
         }
-        let slot = match set {
-            ScoreSet::Validation => &mut self.validation,
-            ScoreSet::Selection => &mut self.selection,
-        };
-        Ok(slot.as_mut().expect("just made"))
+    }
+
+    fn scorer(&mut self, set: ScoreSet) -> Result<&mut Scorer> {
+        if self.slot(set).is_none() {
+            let registry = self.verifiers()?;
+            let scorer = Scorer::new(&self.cfg, &self.base, set, registry)?;
+            *self.slot(set) = Some(scorer);
+        }
+        Ok(self.slot(set).as_mut().expect("just made"))
     }
 }
 

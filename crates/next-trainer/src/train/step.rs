@@ -78,15 +78,13 @@ impl Trainer<'_> {
                 step + 1
             )));
         }
-        if let Some((i, s)) = samples
+        let errors: Vec<(usize, &Sample)> = samples
             .iter()
             .enumerate()
-            .find(|(_, s)| s.verdict.kind == VerdictKind::Error)
-        {
-            let count = samples
-                .iter()
-                .filter(|s| s.verdict.kind == VerdictKind::Error)
-                .count();
+            .filter(|(_, s)| s.verdict.kind == VerdictKind::Error)
+            .collect();
+        if let Some(&(i, s)) = errors.first() {
+            let count = errors.len();
             tracing::warn!(
                 "step {}: {count} of {} rewards could not be computed (scored 0); the first, response {} of training row {}: {}",
                 step + 1,
