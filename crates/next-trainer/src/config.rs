@@ -429,6 +429,12 @@ pub struct TrainerSection {
     /// Response tokens per chunk of the vocabulary projection in the update (0: about 16M
     /// logits at a time), which bounds its memory.
     pub head_chunk: usize,
+    /// Write every rollout's responses (prompt, response, ground truth, score, verdict) to
+    /// `<dir>/<step>.jsonl`, as verl's option of this name does; a relative path is taken under
+    /// the run directory. Empty: not written.
+    pub rollout_data_dir: String,
+    /// The same for every validation's responses (`<dir>/<step>.jsonl`, step 0 is the base).
+    pub validation_data_dir: String,
 }
 
 impl Default for TrainerSection {
@@ -444,6 +450,8 @@ impl Default for TrainerSection {
             stop_at: 0,
             skip_zero_advantage: true,
             head_chunk: 0,
+            rollout_data_dir: String::new(),
+            validation_data_dir: String::new(),
         }
     }
 }

@@ -23,6 +23,7 @@ use crate::metrics::{self, greedy_val_mean, METRICS};
 use crate::optim::AdamW;
 use crate::{Error, Result};
 
+mod dump;
 mod score;
 mod step;
 
@@ -103,6 +104,10 @@ struct Trainer<'a> {
     stop: StopTokens,
     params: Vec<Tensor>,
     opt: AdamW,
+    /// Where each rollout's and validation's responses are written (`trainer.rollout_data_dir`,
+    /// `trainer.validation_data_dir`; None: not written).
+    rollout_dump: Option<PathBuf>,
+    val_dump: Option<PathBuf>,
 }
 
 impl Trainer<'_> {
@@ -124,21 +129,30 @@ impl Trainer<'_> {
         for (src, mean) in &v.mean_by_source {
             m.insert(format!("val-core/{src}/reward/mean@1"), (*mean).into());
         }
+        let mut sampled_v = None;
         if r.val_n > 0 {
             let sampled = sampling(r, r.val_n, r.temperature);
-            let v = tch::no_grad(|| {
+            let s = tch::no_grad(|| {
                 self.sampler().validate(
                     &self.val,
                     &sampled,
                     step_seed(self.cfg.trainer.seed, step, 7),
                 )
             })?;
-            for (src, mean) in &v.mean_by_source {
+            for (src, mean) in &s.mean_by_source {
                 m.insert(
                     format!("val-core/{src}/reward/mean@{}", r.val_n),
                     (*mean).into(),
                 );
             }
+            sampled_v = Some(s);
+        }
+        if let Some(dir) = &self.val_dump {
+            let mut groups = vec![("greedy", v.samples.as_slice())];
+            if let Some(s) = &sampled_v {
+                groups.push(("sampled", s.samples.as_slice()));
+            }
+            dump::write(dir, step, &self.val, &groups)?;
         }
         Ok(m)
     }
@@ -249,6 +263,8 @@ fn setup<'a>(
         stop,
         params,
         opt,
+        rollout_dump: dump::dir(&cfg.trainer.rollout_data_dir, run),
+        val_dump: dump::dir(&cfg.trainer.validation_data_dir, run),
     };
     let metrics_path = run.join(METRICS);
     let mut first_step = 0;

@@ -94,6 +94,9 @@ impl Trainer<'_> {
                 s.verdict.detail
             );
         }
+        if let Some(dir) = &self.rollout_dump {
+            super::dump::write(dir, step + 1, &prompts, &[("rollout", &samples)])?;
+        }
         let scores: Vec<f64> = samples.iter().map(|s| s.verdict.reward).collect();
         let mut rewards = scores.clone();
         if alg.overlong_buffer > 0 {

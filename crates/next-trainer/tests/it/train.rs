@@ -95,3 +95,59 @@ fn checkpoints_load_in_peft() {
         .double_value(&[]);
     assert!(diff < 1e-4, "PEFT vs ours on a training checkpoint: {diff}");
 }
+
+/// The mean `score` of a dump file.
+fn dumped_mean(path: &Path) -> (usize, f64) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let rows: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for r in &rows {
+        for key in ["input", "output", "gts", "score", "step", "kind", "mode"] {
+            assert!(r.get(key).is_some(), "{key} missing in {r}");
+        }
+    }
+    let sum: f64 = rows.iter().map(|r| r["score"].as_f64().unwrap()).sum();
+    (rows.len(), sum / rows.len() as f64)
+}
+
+#[test]
+fn generations_are_dumped_where_verl_dumps_them() {
+    let model = rust_model(35);
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let mut cfg = config(model.path());
+    (cfg.trainer.steps, cfg.trainer.val_every) = (2, 1);
+    cfg.trainer.rollout_data_dir = "rollouts".into();
+    cfg.trainer.validation_data_dir = dir.path().join("val").display().to_string();
+    train(&cfg, model.path(), &run).unwrap();
+    let metrics: Vec<serde_json::Value> = std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // The first value at `step` of a key `key` matches (one data source here).
+    let at = |step: u64, key: &dyn Fn(&str) -> bool| {
+        metrics
+            .iter()
+            .filter(|m| m["step"] == step)
+            .flat_map(|m| m["data"].as_object().unwrap().iter())
+            .find_map(|(k, v)| key(k).then(|| v.as_f64().unwrap()))
+            .unwrap()
+    };
+    for step in 1..=2u64 {
+        // The rollout's scores are the step's: their mean is the logged one.
+        let (n, mean) = dumped_mean(&run.join(format!("rollouts/{step}.jsonl")));
+        assert_eq!(n, 16);
+        assert!((mean - at(step, &|k| k == "critic/score/mean")).abs() < 1e-9);
+    }
+    for step in 0..=2u64 {
+        let (n, mean) = dumped_mean(&dir.path().join(format!("val/{step}.jsonl")));
+        assert_eq!(n, 24);
+        let logged = at(step, &|k| {
+            k.starts_with("val-core/") && k.ends_with("/mean@1")
+        });
+        assert!((mean - logged).abs() < 1e-9, "{mean} vs {logged}");
+    }
+}
