@@ -7,7 +7,7 @@ use std::rc::Rc;
 
 use anyhow::Result;
 use next_scheduler::experiment::{self, Event, ExperimentSection, Plan};
-use next_scheduler::{jump, report, InProcess, SchedulerSection};
+use next_scheduler::{jump, report, EngineSection, InProcess, SchedulerSection};
 use next_trainer::config::TrainConfig;
 use next_trajectory::store::Store;
 use serde::{Deserialize, Serialize};
@@ -53,6 +53,8 @@ pub(crate) struct ExperimentFile {
     scheduler: SchedulerSection,
     #[serde(default)]
     experiment: ExperimentSection,
+    #[serde(default)]
+    engine: EngineSection,
 }
 
 /// The tables `next experiment` adds to `next train`'s.
@@ -63,6 +65,8 @@ struct Extra {
     scheduler: SchedulerSection,
     #[serde(default)]
     experiment: ExperimentSection,
+    #[serde(default)]
+    engine: EngineSection,
 }
 
 /// What `--quick` changes: a base that pretrains in seconds, one seed, 40 RL steps.
@@ -114,11 +118,12 @@ pub(crate) struct Done {
 /// settings fail here, before anything runs (`next study` checks every regime this way first).
 pub(crate) fn prepare(config: Option<&Path>, sets: &[String]) -> Result<(ExperimentFile, Plan)> {
     let (train, extra): (_, Extra) =
-        crate::config::load_with(config, sets, &["scheduler", "experiment"])?;
+        crate::config::load_with(config, sets, &["scheduler", "experiment", "engine"])?;
     let mut cfg = ExperimentFile {
         train,
         scheduler: extra.scheduler,
         experiment: extra.experiment,
+        engine: extra.engine,
     };
     cfg.train.absolutize(&crate::config::cwd()?);
     let t = &cfg.train.trainer;
@@ -160,7 +165,7 @@ pub(crate) fn execute(config: Option<&Path>, sets: &[String], out: &Path) -> Res
     // RL steps finished in earlier runs, and where the current run started.
     let done = Rc::new(Cell::new(0u64));
     let (start, last) = (Rc::new(Cell::new(0u64)), Rc::new(Cell::new(0u64)));
-    let mut engine = InProcess::new(
+    let inproc = InProcess::new(
         cfg.train.clone(),
         base,
         Box::new({
@@ -179,7 +184,8 @@ pub(crate) fn execute(config: Option<&Path>, sets: &[String], out: &Path) -> Res
             }
         }),
     );
-    let results = experiment::run(&mut engine, &plan, out, &mut |e| match e {
+    let mut engine = next_scheduler::build_engine(inproc, &cfg.engine, std::env::current_exe()?)?;
+    let results = experiment::run(engine.as_mut(), &plan, out, &mut |e| match e {
         Event::Stage { seed, what } => {
             let line = format!("seed {seed}: {what}");
             // A log (output not a terminal) gets every stage as a line.

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use next_scheduler::{Event, InProcess, Phase, SchedulerSection};
+use next_scheduler::{EngineSection, Event, InProcess, Phase, SchedulerSection};
 use next_trainer::config::TrainConfig;
 use serde::{Deserialize, Serialize};
 
@@ -15,7 +15,9 @@ use crate::ui::{bar, ensure_base, say};
 /// times, then train to `trainer.steps`. Kill it at any moment and run it again to resume.
 ///
 /// The config is `next train`'s plus a [scheduler] table (segment_steps, rounds, predictor,
-/// horizon, search, grid, lambda, lambda_max, evals, rank, window, keep_moments).
+/// horizon, search, grid, lambda, lambda_max, evals, rank, window, keep_moments) and an
+/// [engine] table: kind = "inproc" (this project's trainer) or "trl" (TRL's GRPOTrainer with
+/// PEFT, run by the project's Python; python, launcher, and a `trl` table of GRPOConfig fields).
 ///
 /// Example: `next run --out runs/pe --set scheduler.predictor=two-point`
 #[derive(Debug, clap::Args)]
@@ -38,6 +40,8 @@ struct RunConfig {
     train: TrainConfig,
     #[serde(default)]
     scheduler: SchedulerSection,
+    #[serde(default)]
+    engine: EngineSection,
 }
 
 /// The tables `next run` adds to `next train`'s.
@@ -46,14 +50,17 @@ struct RunConfig {
 struct Extra {
     #[serde(default)]
     scheduler: SchedulerSection,
+    #[serde(default)]
+    engine: EngineSection,
 }
 
 pub fn run(a: Args) -> Result<()> {
     let (train, extra): (_, Extra) =
-        crate::config::load_with(a.config.as_deref(), &a.sets, &["scheduler"])?;
+        crate::config::load_with(a.config.as_deref(), &a.sets, &["scheduler", "engine"])?;
     let mut cfg = RunConfig {
         train,
         scheduler: extra.scheduler,
+        engine: extra.engine,
     };
     cfg.train.absolutize(&crate::config::cwd()?);
     let base = ensure_base(&mut cfg.train)?;
@@ -62,7 +69,7 @@ pub fn run(a: Args) -> Result<()> {
     crate::config::write_resolved(&a.out.join("config.resolved.toml"), &cfg)?;
     let total = cfg.train.trainer.steps;
     let pb = bar(total as u64, "run")?;
-    let mut engine = InProcess::new(
+    let inproc = InProcess::new(
         cfg.train.clone(),
         base,
         Box::new(|_, e| match e {
@@ -76,8 +83,9 @@ pub fn run(a: Args) -> Result<()> {
             _ => {}
         }),
     );
+    let mut engine = next_scheduler::build_engine(inproc, &cfg.engine, std::env::current_exe()?)?;
     let state = next_scheduler::run(
-        &mut engine,
+        engine.as_mut(),
         &cfg.scheduler,
         &a.out,
         total,

@@ -105,3 +105,42 @@ impl SchedulerSection {
         self.search().map(drop)
     }
 }
+
+/// Which trainer runs the RL steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    /// This project's libtorch trainer, in this process.
+    #[default]
+    Inproc,
+    /// TRL's GRPOTrainer with PEFT LoRA, in a Python driver shipped inside `next`.
+    Trl,
+}
+
+/// The `[engine]` section: which trainer, and its own settings. Scoring (validation and the λ
+/// search) stays in-process whatever trains.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineSection {
+    pub kind: EngineKind,
+    /// The Python with TRL, PEFT and torch. Empty: `$NEXT_PYTHON`, else the project's
+    /// `.venv`, else `python3`.
+    pub python: String,
+    /// A launcher the TRL driver runs under, e.g. `["accelerate", "launch", "--num_processes",
+    /// "8"]` (it is given the driver script and its arguments). Empty: the Python alone.
+    pub launcher: Vec<String>,
+    /// `GRPOConfig` fields set as they are, over those the engine derives from the config (e.g.
+    /// `use_vllm = true`, `bf16 = true`, `gradient_checkpointing = true`).
+    pub trl: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Default for EngineSection {
+    fn default() -> Self {
+        EngineSection {
+            kind: EngineKind::Inproc,
+            python: String::new(),
+            launcher: vec![],
+            trl: serde_json::Map::new(),
+        }
+    }
+}

@@ -6,10 +6,13 @@ use std::path::{Path, PathBuf};
 use next_predictor::Prediction;
 use next_trainer::checkpoint;
 use next_trainer::config::TrainConfig;
+use next_trainer::metrics;
 use next_trainer::train::{self, Event, ScoreSet, Scorer};
 use next_verifiers::Registry;
+use serde_json::{Map, Value};
 
-use crate::{Engine, Result};
+use crate::config::{EngineKind, EngineSection};
+use crate::{Engine, Result, Trl};
 
 /// A callback for training progress: the segment's run directory and the trainer's event.
 pub type TrainProgress<'a> = Box<dyn FnMut(&Path, Event) + 'a>;
@@ -61,6 +64,16 @@ impl<'a> InProcess<'a> {
             ScoreSet::Validation => &mut self.validation,
             ScoreSet::Selection => &mut self.selection,
         }
+    }
+
+    /// The greedy validation of the base with `adapter` as `metrics.jsonl` values
+    /// (`val-core/<source>/reward/mean@1`), for engines that train out of process.
+    pub fn validation_metrics(&mut self, adapter: &Path) -> Result<Map<String, Value>> {
+        let v = self.scorer(ScoreSet::Validation)?.validate(Some(adapter))?;
+        Ok(v.mean_by_source
+            .iter()
+            .map(|(src, mean)| (metrics::val_key(src, 1), Value::from(*mean)))
+            .collect())
     }
 
     fn scorer(&mut self, set: ScoreSet) -> Result<&mut Scorer> {
@@ -155,4 +168,17 @@ impl Engine for InProcess<'_> {
     fn set_lr_scale(&mut self, scale: f64) {
         self.cfg.optim.lr = self.lr * scale;
     }
+}
+
+/// The engine `[engine]` asks for, around the in-process one (whose scorers every engine uses).
+/// `next` is the binary the TRL driver scores rewards with (`next verify`).
+pub fn build<'a>(
+    inproc: InProcess<'a>,
+    section: &EngineSection,
+    next: PathBuf,
+) -> Result<Box<dyn Engine + 'a>> {
+    Ok(match section.kind {
+        EngineKind::Inproc => Box::new(inproc),
+        EngineKind::Trl => Box::new(Trl::new(inproc, section.clone(), next)?),
+    })
 }

@@ -47,10 +47,12 @@ pub mod report;
 mod run;
 pub mod stats;
 pub mod study;
+mod trl;
 
-pub use config::{SchedulerSection, SearchKind};
-pub use engine::{InProcess, TrainProgress};
+pub use config::{EngineKind, EngineSection, SchedulerSection, SearchKind};
+pub use engine::{build as build_engine, InProcess, TrainProgress};
 pub use run::{run, segment_dir, Decision, Event, Phase, State, STATE};
+pub use trl::Trl;
 
 /// Errors of the loop; each names the phase and file at fault.
 #[derive(Debug, thiserror::Error)]

@@ -105,3 +105,30 @@ pub(crate) fn append(path: &Path, step: usize, data: &Map<String, Value>) -> Res
         .and_then(|_| f.sync_data())
         .map_err(|e| next_files::Error::io(path, e).into())
 }
+
+/// The key of a validation mean: `val-core/<source>/reward/mean@<n>` (verl's).
+pub fn val_key(source: &str, n: usize) -> String {
+    format!("val-core/{source}/reward/mean@{n}")
+}
+
+/// Adds `values` to the rows of their steps (a row is made where a step has none) and rewrites
+/// the file in step order, atomically: how an engine whose trainer cannot validate in-process
+/// (TRL) records the validations scored here afterwards.
+pub fn merge(run: &Path, values: Vec<(usize, Map<String, Value>)>) -> Result<()> {
+    let path = run.join(METRICS);
+    let mut rows = if path.exists() { read(run)? } else { vec![] };
+    for (step, data) in values {
+        match rows.iter_mut().find(|r| r.step == step) {
+            Some(r) => r.data.extend(data),
+            None => rows.push(Row { step, data }),
+        }
+    }
+    rows.sort_by_key(|r| r.step);
+    let mut text = String::new();
+    for r in &rows {
+        text.push_str(&json!({"step": r.step, "data": r.data}).to_string());
+        text.push('\n');
+    }
+    next_files::atomic::write(&path, text.as_bytes())?;
+    Ok(())
+}

@@ -1,6 +1,7 @@
 //! The `next` binary end to end, as users call it. One test binary per crate: each module is one area.
 
 mod cli;
+mod engine_trl;
 mod experiment;
 mod extract;
 mod import;

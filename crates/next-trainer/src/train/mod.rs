@@ -127,7 +127,7 @@ impl Trainer<'_> {
         let greedy = sampling(r, 1, 0.0);
         let v = tch::no_grad(|| self.sampler().validate(&self.val, &greedy, 0))?;
         for (src, mean) in &v.mean_by_source {
-            m.insert(format!("val-core/{src}/reward/mean@1"), (*mean).into());
+            m.insert(metrics::val_key(src, 1), (*mean).into());
         }
         let mut sampled_v = None;
         if r.val_n > 0 {
@@ -140,10 +140,7 @@ impl Trainer<'_> {
                 )
             })?;
             for (src, mean) in &s.mean_by_source {
-                m.insert(
-                    format!("val-core/{src}/reward/mean@{}", r.val_n),
-                    (*mean).into(),
-                );
+                m.insert(metrics::val_key(src, r.val_n), (*mean).into());
             }
             sampled_v = Some(s);
         }

@@ -1,0 +1,429 @@
+//! The TRL engine: TRL's `GRPOTrainer` with a PEFT LoRA adapter trains each segment in a Python
+//! driver shipped inside this crate (`driver.py`), which mirrors its checkpoints into the
+//! layout the scheduler reads; validation and the λ search stay in-process ([`InProcess`]'s
+//! scorers on the same base and adapters), and rewards come from `next verify`, so every engine
+//! is judged by one verifier implementation.
+//!
+//! Files of a run directory trained by it, besides the usual ones: `trl/checkpoint-N/` (TRL's
+//! own checkpoints: adapter, optimizer, scheduler, RNG, trainer state), `trl/train.jsonl` (the
+//! rows it trains on), `trl/{train,prepare}.json` (the driver's inputs) and `trl/driver.log`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use next_model::TargetModules;
+use next_predictor::Prediction;
+use next_trainer::checkpoint;
+use next_trainer::config::{AdvEstimator, LossAgg, LrSchedule, TrainConfig};
+use next_trainer::metrics;
+use next_verifiers::Target;
+use serde_json::{json, Value};
+
+use crate::config::EngineSection;
+use crate::{Engine, Error, InProcess, Result, ScoreSet};
+
+/// The driver script, written into each run directory it trains.
+const DRIVER: &str = include_str!("driver.py");
+
+/// The exit status with which the driver refuses its input (the message names the file or
+/// key); any other failure is a crash.
+const REFUSED: i32 = 2;
+
+/// TRL's trainer behind the [`Engine`] seam.
+pub struct Trl<'a> {
+    inner: InProcess<'a>,
+    section: EngineSection,
+    /// The `next` binary the driver scores rewards with (`next verify`).
+    next: PathBuf,
+}
+
+impl std::fmt::Debug for Trl<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trl").field("next", &self.next).finish()
+    }
+}
+
+fn bad(why: String) -> Error {
+    Error::Config(why)
+}
+
+impl<'a> Trl<'a> {
+    /// The engine for `inner`'s config; refuses settings TRL's GRPO cannot reproduce, naming
+    /// the key.
+    pub fn new(inner: InProcess<'a>, section: EngineSection, next: PathBuf) -> Result<Self> {
+        check(&inner.cfg)?;
+        Ok(Trl {
+            inner,
+            section,
+            next,
+        })
+    }
+
+    fn python(&self) -> PathBuf {
+        let explicit = (!self.section.python.is_empty()).then(|| Path::new(&self.section.python));
+        next_files::python::interpreter(explicit)
+    }
+
+    /// `next verify`'s arguments for the config's rewards.
+    fn verify_args(&self) -> Result<Vec<String>> {
+        let r = &self.inner.cfg.reward;
+        if !r.sources.is_empty() {
+            return Err(bad(
+                "reward.sources is not supported by engine.kind = \"trl\" yet: give one reward.fn for every row".into(),
+            ));
+        }
+        if r.function.is_empty() {
+            return Ok(vec!["--verifier".into(), "auto".into()]);
+        }
+        Ok(
+            match r
+                .function
+                .parse::<Target>()
+                .map_err(|e| bad(e.to_string()))?
+            {
+                Target::Verifier(name) => vec!["--verifier".into(), name],
+                Target::Python(f) => {
+                    let style = serde_json::to_value(r.style).expect("an enum");
+                    let mut a = vec![
+                        "--reward-fn".into(),
+                        f.to_string(),
+                        "--reward-fn-style".into(),
+                        style.as_str().unwrap_or("auto").into(),
+                        "--workers".into(),
+                        r.workers.to_string(),
+                        "--timeout".into(),
+                        r.timeout_s.to_string(),
+                    ];
+                    if !r.python.is_empty() {
+                        a.extend(["--python".into(), r.python.clone()]);
+                    }
+                    a
+                }
+            },
+        )
+    }
+
+    /// The training rows as JSONL under the run (the embedded task's are generated here), and
+    /// how many there are.
+    fn train_rows(&self, dir: &Path) -> Result<(PathBuf, usize)> {
+        let (rows, _, _) = next_trainer::data::load_splits(&self.inner.cfg.data)?;
+        let mut text = String::new();
+        for r in &rows {
+            text.push_str(&serde_json::to_string(r).expect("rows serialize"));
+            text.push('\n');
+        }
+        let path = dir.join("train.jsonl");
+        next_files::atomic::write(&path, text.as_bytes())?;
+        Ok((path, rows.len()))
+    }
+
+    /// The driver's input for training `run` until `stop_at`.
+    fn train_spec(&self, run: &Path, stop_at: usize) -> Result<Value> {
+        let cfg = &self.inner.cfg;
+        let dir = run.join("trl");
+        let (train, rows) = self.train_rows(&dir)?;
+        let (o, r, a, t) = (&cfg.optim, &cfg.rollout, &cfg.algorithm, &cfg.trainer);
+        let mut extra = self.section.trl.clone();
+        let (schedule, kwargs) = match o.schedule {
+            LrSchedule::Constant => ("constant_with_warmup", json!({})),
+            LrSchedule::Cosine => ("cosine_with_min_lr", json!({"min_lr_rate": o.min_lr_ratio})),
+        };
+        extra.entry("lr_scheduler_kwargs").or_insert(kwargs);
+        let (scale_rewards, loss_type) = trl_loss(cfg)?;
+        extra.entry("scale_rewards").or_insert(scale_rewards.into());
+        extra.entry("loss_type").or_insert(loss_type.into());
+        extra.entry("adam_beta1").or_insert(o.beta1.into());
+        extra.entry("adam_beta2").or_insert(o.beta2.into());
+        extra.entry("adam_epsilon").or_insert(o.eps.into());
+        if let Some(hi) = a.clip_ratio_high {
+            extra.entry("epsilon_high").or_insert(hi.into());
+        }
+        Ok(json!({
+            "run": run,
+            "model": self.inner.base,
+            "next": self.next,
+            "verify_args": self.verify_args()?,
+            "train": train,
+            "rows": rows,
+            "lora": {
+                "r": cfg.lora.r,
+                "alpha": cfg.lora.alpha,
+                "dropout": cfg.lora.dropout,
+                "target_modules": target_modules(&cfg.lora.target_modules),
+            },
+            "lr": o.lr,
+            "weight_decay": o.weight_decay,
+            "grad_clip": o.grad_clip,
+            "schedule": schedule,
+            "warmup_steps": o.warmup_steps,
+            "prompts_per_step": t.prompts_per_step,
+            "n": r.n,
+            "temperature": r.temperature,
+            "top_p": r.top_p,
+            "top_k": r.top_k,
+            "max_new_tokens": r.max_new_tokens,
+            "kl_coef": a.kl_coef,
+            "clip_ratio": a.clip_ratio_low,
+            "ppo_epochs": a.ppo_epochs,
+            "steps": t.steps,
+            "stop_at": stop_at,
+            "save_every": t.save_every,
+            "seed": t.seed,
+            "threads": cfg.model.threads,
+            "extra": extra,
+        }))
+    }
+
+    /// Runs the driver's `verb` with `spec`; its output goes to `trl/driver.log`.
+    fn call(&self, run: &Path, verb: &str, spec: &Value) -> Result<()> {
+        let dir = run.join("trl");
+        std::fs::create_dir_all(&dir).map_err(crate::io(&dir))?;
+        let script = dir.join("driver.py");
+        next_files::atomic::write(&script, DRIVER.as_bytes())?;
+        let spec_path = dir.join(format!("{verb}.json"));
+        next_files::json::write(&spec_path, spec)?;
+        let log_path = dir.join("driver.log");
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(crate::io(&log_path))?;
+        writeln!(log, "== {verb} {}", spec_path.display()).map_err(crate::io(&log_path))?;
+        let err_log = log.try_clone().map_err(crate::io(&log_path))?;
+        let python = self.python();
+        let mut cmd = match (verb, self.section.launcher.split_first()) {
+            ("train", Some((launcher, args))) => {
+                let mut c = Command::new(launcher);
+                c.args(args);
+                c
+            }
+            _ => Command::new(&python),
+        };
+        cmd.arg(&script)
+            .arg(verb)
+            .arg(&spec_path)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err_log);
+        let status = cmd.status().map_err(|e| {
+            bad(format!(
+                "cannot start the TRL driver with {}: {e} (set engine.python, or install the project's Python with `cargo xtask setup`)",
+                python.display()
+            ))
+        })?;
+        if status.success() {
+            return Ok(());
+        }
+        let tail = log_tail(&log_path);
+        let what = if status.code() == Some(REFUSED) {
+            "refused its input"
+        } else {
+            "failed"
+        };
+        Err(bad(format!(
+            "the TRL driver ({verb}) {what} ({status}) in {}; the end of {}:\n{tail}",
+            run.display(),
+            log_path.display()
+        )))
+    }
+
+    /// Scores the validations `run` is due up to `until` (step 0 with the initial adapter,
+    /// every `trainer.val_every` steps, and `until`) that it has not recorded yet; a segment
+    /// that starts from a jump is not validated at its first step (the jump was scored).
+    fn validate(&mut self, run: &Path, until: usize) -> Result<()> {
+        let t = &self.inner.cfg.trainer;
+        let every = t.val_every.max(1);
+        let initial = checkpoint::initial_adapter(run);
+        let first = if initial.is_dir() {
+            0
+        } else {
+            (1..=until)
+                .find(|&s| checkpoint::adapter_dir(run, s).is_dir())
+                .unwrap_or(until)
+        };
+        let done: Vec<usize> = metrics::read(run)
+            .unwrap_or_default()
+            .iter()
+            .filter(|r| r.val().is_some())
+            .map(|r| r.step)
+            .collect();
+        let mut values = vec![];
+        for step in first..=until {
+            let due = step == until || step.is_multiple_of(every);
+            if !due || done.contains(&step) || (step == first && first > 0) {
+                continue;
+            }
+            let adapter = if step == 0 {
+                initial.clone()
+            } else {
+                checkpoint::adapter_dir(run, step)
+            };
+            if !adapter.is_dir() {
+                return Err(bad(format!(
+                    "validation at step {step} needs the checkpoint {}, which the TRL driver did not write",
+                    adapter.display()
+                )));
+            }
+            values.push((step, self.inner.validation_metrics(&adapter)?));
+        }
+        if !values.is_empty() {
+            metrics::merge(run, values)?;
+        }
+        Ok(())
+    }
+}
+
+/// PEFT's `target_modules` for the config's list.
+fn target_modules(names: &[String]) -> Value {
+    match TargetModules::from_names(names) {
+        TargetModules::AllLinear => TargetModules::ALL_LINEAR.into(),
+        TargetModules::List(v) => json!(v),
+    }
+}
+
+/// The `scale_rewards` and `loss_type` of TRL's GRPO that compute this config's loss; other
+/// configs are refused with the key at fault.
+fn trl_loss(cfg: &TrainConfig) -> Result<(&'static str, &'static str)> {
+    let a = &cfg.algorithm;
+    let scale = match a.adv_estimator {
+        AdvEstimator::Grpo => "group",
+        AdvEstimator::DrGrpo => "none",
+        other => {
+            return Err(bad(format!(
+                "algorithm.adv_estimator = {other:?} has no TRL GRPOTrainer equivalent: use grpo or dr_grpo with engine.kind = \"trl\""
+            )))
+        }
+    };
+    let loss =
+        match a.loss_agg() {
+            LossAgg::TokenMean => "dapo",
+            LossAgg::SeqMeanTokenMean => "grpo",
+            LossAgg::SeqMeanTokenSumNorm => "dr_grpo",
+            LossAgg::SeqMeanTokenSum => return Err(bad(
+                "algorithm.loss_agg_mode = seq-mean-token-sum has no TRL GRPOTrainer equivalent"
+                    .into(),
+            )),
+        };
+    Ok((scale, loss))
+}
+
+/// Refuses what the driver would silently train differently.
+fn check(cfg: &TrainConfig) -> Result<()> {
+    let a = &cfg.algorithm;
+    trl_loss(cfg)?;
+    if a.dynamic() {
+        return Err(bad(
+            "algorithm.dynamic_sampling is not supported by engine.kind = \"trl\"".into(),
+        ));
+    }
+    if a.overlong_buffer > 0 {
+        return Err(bad(
+            "algorithm.overlong_buffer is not supported by engine.kind = \"trl\"".into(),
+        ));
+    }
+    if cfg.trainer.save_every == 0 || !cfg.trainer.val_every.is_multiple_of(cfg.trainer.save_every)
+    {
+        return Err(bad(format!(
+            "with engine.kind = \"trl\", trainer.val_every ({}) must be a multiple of trainer.save_every ({}): validation scores saved checkpoints",
+            cfg.trainer.val_every, cfg.trainer.save_every
+        )));
+    }
+    Ok(())
+}
+
+/// The last 20 lines of a log.
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+impl Engine for Trl<'_> {
+    fn train(&mut self, run: &Path, step: usize) -> Result<()> {
+        let mut cfg = self.inner.cfg.clone();
+        cfg.trainer.stop_at = step;
+        std::fs::create_dir_all(run).map_err(crate::io(run))?;
+        next_files::resolved::write(&run.join(next_files::resolved::FILE), &cfg)?;
+        let from = checkpoint::latest(run)?.unwrap_or(0);
+        if from < step {
+            let spec = self.train_spec(run, step)?;
+            self.call(run, "train", &spec)?;
+        }
+        match checkpoint::latest(run)? {
+            Some(s) if s == step => {}
+            other => {
+                return Err(bad(format!(
+                    "the TRL driver exited without a checkpoint at step {step} in {} (last: {other:?}); see {}",
+                    run.display(),
+                    run.join("trl/driver.log").display()
+                )))
+            }
+        }
+        self.validate(run, step)
+    }
+
+    fn score(&mut self, adapter: &Path, set: ScoreSet) -> Result<(f64, u64)> {
+        self.inner.score(adapter, set)
+    }
+
+    fn score_jumps(
+        &mut self,
+        adapter: &Path,
+        predictions: &[Prediction],
+        rank: usize,
+        lambdas: &[f64],
+    ) -> Result<Vec<(f64, u64)>> {
+        self.inner.score_jumps(adapter, predictions, rank, lambdas)
+    }
+
+    fn start_from(
+        &mut self,
+        run: &Path,
+        from: &Path,
+        step: usize,
+        adapter: &Path,
+        keep_moments: bool,
+    ) -> Result<()> {
+        let spec = json!({
+            "model": self.inner.base,
+            "from": from.join(format!("trl/checkpoint-{step}")),
+            "adapter": adapter,
+            "out": run.join(format!("trl/checkpoint-{step}")),
+            "moments": if keep_moments { "keep" } else { "fresh" },
+        });
+        self.call(run, "prepare", &spec)?;
+        // The scheduler's view of the new segment: the jumped adapter at `step`.
+        let state = checkpoint::state(from, step)?;
+        let staging = next_files::atomic::Staging::new(&checkpoint::step_dir(run, step))?;
+        let actor = staging.path().join("actor");
+        copy_dir(adapter, &actor.join("lora_adapter"))?;
+        next_files::json::write(&actor.join("trainer_state.json"), &state)?;
+        staging.publish(next_files::atomic::Existing::Replace)?;
+        next_files::atomic::write(
+            &run.join(checkpoint::LATEST),
+            format!("{step}\n").as_bytes(),
+        )?;
+        Ok(())
+    }
+
+    fn set_seed(&mut self, seed: u64) {
+        self.inner.set_seed(seed);
+    }
+
+    fn set_lr_scale(&mut self, scale: f64) {
+        self.inner.set_lr_scale(scale);
+    }
+}
+
+/// Copies the files of an adapter directory (flat) into `to`.
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to).map_err(crate::io(to))?;
+    for e in std::fs::read_dir(from).map_err(crate::io(from))? {
+        let e = e.map_err(crate::io(from))?;
+        if e.path().is_file() {
+            std::fs::copy(e.path(), to.join(e.file_name())).map_err(crate::io(from))?;
+        }
+    }
+    Ok(())
+}
