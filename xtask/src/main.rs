@@ -33,6 +33,10 @@ tasks:
                setup --with smollm2, generate the data once, then `next train --config
                configs/smollm2-addition.toml --out runs/smollm2-addition [ARGS]` in release mode
                (CPU: SmolLM2-135M learns 2-digit sums; configs/smollm2-gsm.toml is the GSM one)
+  smollm2 --experiment [ARGS]
+               the same data, then `next experiment --config configs/smollm2-experiment.toml
+               --out runs/smollm2-experiment [ARGS]`: every predict-extend method on SmolLM2, 3
+               seeds, one jump in the learning phase (about 100 minutes on 2 cores)
   smollm2 --probe [TASK...]
                SmolLM2's greedy and sampled accuracy and mixed-group share on candidate
                reasoning-gym tasks before RL (one `next train` step each): runs/smollm2-probe/
@@ -132,6 +136,16 @@ fn run() -> Result<()> {
             setup::run()?;
             smollm2::run()?;
             smollm2::probe(&rest[1..])
+        }
+        "smollm2" if rest.first().is_some_and(|a| a == "--experiment") => {
+            setup::run()?;
+            smollm2::run()?;
+            smollm2::data()?;
+            next_release_out(
+                &["experiment", "--config", "configs/smollm2-experiment.toml"],
+                "runs/smollm2-experiment",
+                &rest[1..],
+            )
         }
         "smollm2" => {
             setup::run()?;

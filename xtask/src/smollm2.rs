@@ -64,25 +64,67 @@ fn fetch(python: &Path, downloads: &Path) -> Result<PathBuf> {
 /// (`configs/smollm2-addition.toml`; chosen by `cargo xtask smollm2 --probe`).
 const ADDITION: &str = r#"{"min_terms": 2, "max_terms": 2, "min_digits": 2, "max_digits": 2, "operators": ["+"], "allow_parentheses": false, "allow_negation": false}"#;
 
-/// The problem files of the SmolLM2 configs: (training file, validation file, reasoning-gym
-/// task, settings, validation seed); 2,000 training rows (seed 1) and 200 validation rows
-/// excluding every training prompt. reasoning-gym's seed s + 1 draws seed s's problems shifted
-/// by one, so a validation seed of 2 only works where the problem space is large (GSM).
-const DATA: [(&str, &str, &str, &str, &str); 2] = [
-    (
-        ".cache/data/addition-2d-train.jsonl",
-        ".cache/data/addition-2d-val.jsonl",
-        "basic_arithmetic",
-        ADDITION,
-        "100000",
-    ),
-    (
-        ".cache/data/gsm_symbolic-train.jsonl",
-        ".cache/data/gsm_symbolic-val.jsonl",
-        "gsm_symbolic",
-        "{}",
-        "2",
-    ),
+/// A problem file of the SmolLM2 configs: made by reasoning-gym's `task` with `settings`, `n`
+/// rows from `seed`, leaving out the prompts of the files in `exclude`.
+struct DataFile {
+    path: &'static str,
+    task: &'static str,
+    settings: &'static str,
+    n: &'static str,
+    seed: &'static str,
+    exclude: &'static [&'static str],
+}
+
+const ADD_TRAIN: &str = ".cache/data/addition-2d-train.jsonl";
+const ADD_VAL: &str = ".cache/data/addition-2d-val.jsonl";
+const GSM_TRAIN: &str = ".cache/data/gsm_symbolic-train.jsonl";
+
+/// Every problem file of the SmolLM2 configs, in the order they are made: 2,000 training rows
+/// (seed 1), 200 validation rows and, for the addition experiment, 100 rows of the selection
+/// split λ is chosen on, each excluding the prompts of the files before it. reasoning-gym's seed
+/// s + 1 draws seed s's problems shifted by one, so a validation seed of 2 only works where the
+/// problem space is large (GSM); the addition files use distant seeds.
+const DATA: [DataFile; 5] = [
+    DataFile {
+        path: ADD_TRAIN,
+        task: "basic_arithmetic",
+        settings: ADDITION,
+        n: "2000",
+        seed: "1",
+        exclude: &[],
+    },
+    DataFile {
+        path: ADD_VAL,
+        task: "basic_arithmetic",
+        settings: ADDITION,
+        n: "200",
+        seed: "100000",
+        exclude: &[ADD_TRAIN],
+    },
+    DataFile {
+        path: ".cache/data/addition-2d-select.jsonl",
+        task: "basic_arithmetic",
+        settings: ADDITION,
+        n: "100",
+        seed: "200000",
+        exclude: &[ADD_TRAIN, ADD_VAL],
+    },
+    DataFile {
+        path: GSM_TRAIN,
+        task: "gsm_symbolic",
+        settings: "{}",
+        n: "2000",
+        seed: "1",
+        exclude: &[],
+    },
+    DataFile {
+        path: ".cache/data/gsm_symbolic-val.jsonl",
+        task: "gsm_symbolic",
+        settings: "{}",
+        n: "200",
+        seed: "2",
+        exclude: &[GSM_TRAIN],
+    },
 ];
 
 /// `next data gen` of `n` rows of reasoning-gym's `task` with `settings` into `out`, leaving out
@@ -93,14 +135,14 @@ fn gen_rows(
     settings: &str,
     (n, seed): (&str, &str),
     out: &Path,
-    exclude: Option<&Path>,
+    exclude: &[&Path],
 ) -> Result<()> {
     let mut cmd = Command::new(next);
     cmd.args(["data", "gen", "--source", "reasoning-gym", "--task", task])
         .args(["--gym-config", settings])
         .args(["--n", n, "--seed", seed, "--out"])
         .arg(out);
-    if let Some(x) = exclude {
+    for x in exclude {
         cmd.arg("--exclude").arg(x);
     }
     util::run(&mut cmd)
@@ -110,24 +152,22 @@ fn gen_rows(
 pub fn data() -> Result<()> {
     let root = root();
     let mut next = None;
-    for (train, val, task, settings, val_seed) in DATA {
-        for (path, n, seed) in [(train, "2000", "1"), (val, "200", val_seed)] {
-            if root.join(path).exists() {
-                continue;
-            }
-            if next.is_none() {
-                next = Some(next_binary()?);
-            }
-            let exclude = (path == val).then(|| Path::new(train));
-            gen_rows(
-                next.as_deref().expect("just built"),
-                task,
-                settings,
-                (n, seed),
-                Path::new(path),
-                exclude,
-            )?;
+    for f in &DATA {
+        if root.join(f.path).exists() {
+            continue;
         }
+        if next.is_none() {
+            next = Some(next_binary()?);
+        }
+        let exclude: Vec<&Path> = f.exclude.iter().map(Path::new).collect();
+        gen_rows(
+            next.as_deref().expect("just built"),
+            f.task,
+            f.settings,
+            (f.n, f.seed),
+            Path::new(f.path),
+            &exclude,
+        )?;
     }
     Ok(())
 }
@@ -246,10 +286,10 @@ pub fn probe(only: &[String]) -> Result<()> {
             dir.join("run"),
         );
         if !train.exists() {
-            gen_rows(&next, task, settings, ("64", "1"), &train, None)?;
+            gen_rows(&next, task, settings, ("64", "1"), &train, &[])?;
         }
         if !val.exists() {
-            gen_rows(&next, task, settings, ("100", "2"), &val, Some(&train))?;
+            gen_rows(&next, task, settings, ("100", "2"), &val, &[&train])?;
         }
         let set = |k: &str, v: &str| ["--set".to_string(), format!("{k}={v}")];
         let mut cmd = Command::new(&next);
