@@ -157,7 +157,12 @@ fn trl_segments_jump_and_continue_in_both_moment_modes() {
 fn a_resumed_trl_segment_equals_an_uninterrupted_one() {
     let dir = tempfile::tempdir().unwrap();
     let whole = dir.path().join("whole");
-    let sets = ["trainer.steps=4", "scheduler.rounds=0"];
+    // With a KL term: a resumed segment must keep the base model as its reference.
+    let sets = [
+        "trainer.steps=4",
+        "scheduler.rounds=0",
+        "algorithm.kl_coef=0.05",
+    ];
     ok(run(&whole, &sets));
     let resumed = dir.path().join("resumed");
     copy_tree(&whole, &resumed);

@@ -183,7 +183,7 @@ def check_optimizer(ckpt, model):
 def train(spec):
     import torch
     import transformers
-    from peft import LoraConfig, PeftModel
+    from peft import LoraConfig
     from trl import GRPOConfig, GRPOTrainer
 
     run = spec["run"]
@@ -208,11 +208,12 @@ def train(spec):
         tok.pad_token = tok.eos_token
     model = transformers.AutoModelForCausalLM.from_pretrained(spec["model"], dtype=torch.float32)
     lora = spec["lora"]
-    peft_config = None
     if resume is not None:
-        # The checkpoint's adapter decides the rank (a jump grows it).
-        model = PeftModel.from_pretrained(model, resume, is_trainable=True)
-        check_optimizer(resume, model)
+        # The checkpoint's adapter config decides the rank (a jump grows it); TRL makes a fresh
+        # adapter of it and the resume loads the weights. Handing TRL a PeftModel with those
+        # weights instead would make them its KL reference (beta != 0), not the base model.
+        peft_config = LoraConfig.from_pretrained(resume)
+        peft_config.inference_mode = False
     else:
         peft_config = LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
                                  target_modules=lora["target_modules"], task_type="CAUSAL_LM")
@@ -250,6 +251,8 @@ def train(spec):
                           train_dataset=dataset(spec["train"]), processing_class=tok,
                           peft_config=peft_config)
     trainer.add_callback(make_mirror()(spec, trainer))
+    if resume is not None:
+        check_optimizer(resume, trainer.model)
     trainer.train(resume_from_checkpoint=resume)
 
 
