@@ -200,9 +200,10 @@ impl Default for LoraSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataSection {
-    /// Training rows (JSONL). Empty: generated from `task`.
+    /// Training rows: JSONL, or Parquet (`.parquet`, verl's and TRL's datasets as they are).
+    /// Empty: generated from `task`.
     pub train: String,
-    /// Validation rows (JSONL). Empty: generated from `task`.
+    /// Validation rows (JSONL or Parquet). Empty: generated from `task`.
     pub val: String,
     /// The embedded task when no files are given: add2, add3, add4, countdown3, countdown4.
     pub task: Task,

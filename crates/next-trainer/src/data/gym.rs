@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use next_model::ChatMessage;
 use serde_json::{json, Map, Value};
 
-use super::{load_jsonl, Prompt, Row};
+use super::{load_rows, Prompt, Row};
 use crate::{Error, Result};
 
 /// The generator script, compiled in so the binary works from any directory.
@@ -122,7 +122,7 @@ pub fn parse_config(text: Option<&str>) -> Result<Map<String, Value>> {
 pub fn generate(req: &GymRequest) -> Result<Vec<Row>> {
     let mut excluded = HashSet::new();
     for path in &req.exclude {
-        let (rows, _) = load_jsonl(path, false)?;
+        let (rows, _) = load_rows(path, false)?;
         excluded.extend(rows.into_iter().map(|r| prompt_key(&r.prompt)));
     }
     // Enough extra problems to replace every excluded one, even if all of them come up, and the

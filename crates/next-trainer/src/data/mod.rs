@@ -47,50 +47,106 @@ impl Row {
     }
 }
 
-/// Reads a JSONL dataset. A malformed row is an error naming the file and line, or, with
-/// `skip_bad`, skipped and counted (the count is returned).
-pub fn load_jsonl(path: &Path, skip_bad: bool) -> Result<(Vec<Row>, usize)> {
-    let file = std::fs::File::open(path).map_err(|e| next_files::Error::io(path, e))?;
+/// One row of a dataset from its JSON value; verl nests the answer as
+/// `reward_model.ground_truth`. The error names the field at fault.
+fn row_of(v: Value) -> std::result::Result<Row, String> {
+    let v = match v {
+        Value::Object(mut m) => {
+            if !m.contains_key("ground_truth") {
+                if let Some(gt) = m
+                    .get("reward_model")
+                    .and_then(|r| r.get("ground_truth"))
+                    .cloned()
+                {
+                    m.insert("ground_truth".into(), gt);
+                }
+            }
+            m.remove("reward_model");
+            Value::Object(m)
+        }
+        other => other,
+    };
+    serde_path_to_error::deserialize::<_, Row>(v)
+        .map_err(|e| format!("field `{}`: {}", e.path(), e.inner()))
+}
+
+/// Collects parsed rows: a malformed one is an error naming `path` and its place (appended
+/// to the path: `:3` for a line, ` row 3` for a Parquet row), or, with `skip_bad`, skipped and
+/// counted.
+fn collect(
+    path: &Path,
+    parsed: impl Iterator<Item = (String, std::result::Result<Row, String>)>,
+    skip_bad: bool,
+) -> Result<(Vec<Row>, usize)> {
     let mut rows = Vec::new();
     let mut skipped = 0;
-    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line = line.map_err(|e| next_files::Error::io(path, e))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let parsed = serde_json::from_str::<Value>(&line)
-            .map_err(|e| e.to_string())
-            .and_then(|v| {
-                // verl nests the answer as reward_model.ground_truth.
-                let v = match v {
-                    Value::Object(mut m) => {
-                        if !m.contains_key("ground_truth") {
-                            if let Some(gt) = m
-                                .get("reward_model")
-                                .and_then(|r| r.get("ground_truth"))
-                                .cloned()
-                            {
-                                m.insert("ground_truth".into(), gt);
-                            }
-                        }
-                        m.remove("reward_model");
-                        Value::Object(m)
-                    }
-                    other => other,
-                };
-                serde_path_to_error::deserialize::<_, Row>(v)
-                    .map_err(|e| format!("field `{}`: {}", e.path(), e.inner()))
-            });
-        match parsed {
+    for (place, r) in parsed {
+        match r {
             Ok(r) => rows.push(r),
             Err(_) if skip_bad => skipped += 1,
-            Err(msg) => return Err(Error::Data(format!("{}:{}: {msg}", path.display(), i + 1))),
+            Err(msg) => return Err(Error::Data(format!("{}{place}: {msg}", path.display()))),
         }
     }
     if rows.is_empty() {
         return Err(Error::Data(format!("{}: no rows", path.display())));
     }
     Ok((rows, skipped))
+}
+
+/// Reads a dataset: JSONL, or Parquet when the name ends in `.parquet` (verl's and TRL's
+/// datasets as they are, same schema). A malformed row is an error naming the file and its
+/// line or row, or, with `skip_bad`, skipped and counted (the count is returned).
+pub fn load_rows(path: &Path, skip_bad: bool) -> Result<(Vec<Row>, usize)> {
+    if path.extension().is_some_and(|e| e == "parquet") {
+        load_parquet(path, skip_bad)
+    } else {
+        load_jsonl(path, skip_bad)
+    }
+}
+
+/// Reads a JSONL dataset (see [`load_rows`]).
+pub fn load_jsonl(path: &Path, skip_bad: bool) -> Result<(Vec<Row>, usize)> {
+    let file = std::fs::File::open(path).map_err(|e| next_files::Error::io(path, e))?;
+    let mut lines = vec![];
+    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line.map_err(|e| next_files::Error::io(path, e))?;
+        if !line.trim().is_empty() {
+            lines.push((i + 1, line));
+        }
+    }
+    let parsed = lines.into_iter().map(|(n, line)| {
+        let r = serde_json::from_str::<Value>(&line)
+            .map_err(|e| e.to_string())
+            .and_then(row_of);
+        (format!(":{n}"), r)
+    });
+    collect(path, parsed, skip_bad)
+}
+
+/// Reads a Parquet dataset row by row (nested columns such as chat prompts and verl's
+/// `reward_model` struct become JSON, then the same row rule as JSONL).
+pub fn load_parquet(path: &Path, skip_bad: bool) -> Result<(Vec<Row>, usize)> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let file = std::fs::File::open(path).map_err(|e| next_files::Error::io(path, e))?;
+    let bad = |e: parquet::errors::ParquetError| {
+        Error::Data(format!(
+            "{}: not a readable Parquet file: {e}",
+            path.display()
+        ))
+    };
+    let reader = SerializedFileReader::new(file).map_err(bad)?;
+    let parsed: Vec<(String, std::result::Result<Row, String>)> = reader
+        .get_row_iter(None)
+        .map_err(bad)?
+        .enumerate()
+        .map(|(i, r)| {
+            let row = r
+                .map_err(|e| e.to_string())
+                .and_then(|r| row_of(r.to_json_value()));
+            (format!(" row {}", i + 1), row)
+        })
+        .collect();
+    collect(path, parsed.into_iter(), skip_bad)
 }
 
 /// The training and validation rows of a config (files, or the embedded task generated by
@@ -101,7 +157,7 @@ pub fn load_splits(d: &DataSection) -> Result<(Vec<Row>, Vec<Row>, usize)> {
         if file.is_empty() {
             return tasks::generate(d.task, split, size, d.seed);
         }
-        let (rows, s) = load_jsonl(Path::new(file), d.skip_bad_rows)?;
+        let (rows, s) = load_rows(Path::new(file), d.skip_bad_rows)?;
         skipped += s;
         Ok(rows)
     };
@@ -114,7 +170,7 @@ pub fn load_splits(d: &DataSection) -> Result<(Vec<Row>, Vec<Row>, usize)> {
 /// The selection split predict-extend chooses λ on (see `DataSection::select`).
 pub fn load_select(d: &DataSection) -> Result<Vec<Row>> {
     let mut rows = if !d.select.is_empty() {
-        load_jsonl(Path::new(&d.select), d.skip_bad_rows)?.0
+        load_rows(Path::new(&d.select), d.skip_bad_rows)?.0
     } else if d.train.is_empty() && d.val.is_empty() {
         tasks::generate(d.task, Split::Test, d.select_size, d.seed)?
     } else {
