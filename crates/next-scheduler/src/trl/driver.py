@@ -112,11 +112,13 @@ def make_reward(spec, run):
 
     def reward(prompts, completions, ground_truth, data_source, extra_info=None, **kw):
         extra = extra_info if extra_info is not None else [None] * len(completions)
-        rows_in = os.path.join(work, "in.jsonl")
-        rows_out = os.path.join(work, "out.jsonl")
+        # One pair of files per process: under `accelerate launch` every rank scores its shard.
+        rows_in = os.path.join(work, "in-%d.jsonl" % os.getpid())
+        rows_out = os.path.join(work, "out-%d.jsonl" % os.getpid())
         with open(rows_in, "w") as f:
             for p, c, g, s, e in zip(prompts, completions, ground_truth, data_source, extra):
                 e = json.loads(e) if isinstance(e, str) else e
+                g = json.loads(g)
                 f.write(json.dumps({"prompt": text(p), "response": text(c), "ground_truth": g,
                                     "data_source": s, "extra_info": e}) + "\n")
         cmd = [spec["next"], "verify", "--input", rows_in, "--output", rows_out] + spec["verify_args"]
@@ -147,9 +149,10 @@ def dataset(path):
                 r = json.loads(line)
                 rows.append({
                     "prompt": r["prompt"],
-                    "ground_truth": r["ground_truth"],
+                    "ground_truth": json.dumps(r["ground_truth"]),
                     "data_source": r.get("data_source", ""),
-                    # Arrow needs one type per column: extra_info travels as JSON text.
+                    # Arrow needs one type per column: ground truths (text, numbers or objects)
+                    # and extra_info travel as JSON text.
                     "extra_info": json.dumps(r.get("extra_info")),
                 })
             except (ValueError, KeyError) as e:
@@ -201,7 +204,8 @@ def train(spec):
     stop_at = spec["stop_at"]
     if latest is not None and latest >= stop_at:
         return
-    truncate_metrics(os.path.join(run, "metrics.jsonl"), latest or 0)
+    if int(os.environ.get("RANK", "0")) == 0:
+        truncate_metrics(os.path.join(run, "metrics.jsonl"), latest or 0)
 
     tok = transformers.AutoTokenizer.from_pretrained(spec["model"])
     if tok.pad_token is None:
