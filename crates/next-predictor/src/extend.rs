@@ -152,3 +152,65 @@ pub fn write_extended_into(
         modules: adapter.modules.len(),
     })
 }
+
+/// How to continue training from an extended adapter in verl 0.9 and TRL 1.x, whose defaults
+/// would otherwise drop it (verl applies LoRA only with `lora_rank > 0`) or anchor the KL term
+/// to it (TRL copies a loaded adapter as its reference when `beta != 0`).
+pub fn resume_hints(dir: &Path, r: usize, alpha: f64) -> String {
+    let d = dir.display();
+    let mut out = format!(
+        "resume from it:\n  \
+         verl 0.9: actor_rollout_ref.model.lora_rank={r} actor_rollout_ref.model.lora_alpha={alpha} \
+         actor_rollout_ref.model.lora_adapter_path={d}\n  \
+         TRL 1.x: GRPOTrainer(model=base, peft_config=LoraConfig.from_pretrained(\"{d}\"), ...), then \
+         set_peft_model_state_dict(trainer.model, safetensors.torch.load_file(\"{d}/adapter_model.safetensors\")) \
+         before train(); PeftModel.from_pretrained(base, \"{d}\", is_trainable=True) also works with beta = 0, \
+         but with beta != 0 TRL makes this adapter the KL reference instead of the base model\n  \
+         next generate --adapter {d}"
+    );
+    if alpha.fract() != 0.0 {
+        out.push_str(&format!(
+            "\n  note: verl reads lora_alpha as an integer; {alpha} would become {}, scaling the adapter by {:.4}",
+            alpha.trunc(),
+            alpha.trunc() / alpha
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(r: usize, alpha: f64, expected: &[&str], absent: &[&str]) {
+        let h = resume_hints(Path::new("/runs/x/jumped"), r, alpha);
+        for e in expected {
+            assert!(h.contains(e), "{e:?} missing in\n{h}");
+        }
+        for a in absent {
+            assert!(!h.contains(a), "{a:?} present in\n{h}");
+        }
+    }
+
+    #[test]
+    fn resume_hints_name_what_verl_and_trl_need() {
+        check(
+            9,
+            18.0,
+            &[
+                "lora_rank=9",
+                "lora_alpha=18",
+                "lora_adapter_path=/runs/x/jumped",
+                "LoraConfig.from_pretrained(\"/runs/x/jumped\")",
+                "KL reference",
+            ],
+            &["integer"],
+        );
+        check(
+            17,
+            34.5,
+            &["lora_rank=17", "34.5 would become 34", "0.9855"],
+            &[],
+        );
+    }
+}

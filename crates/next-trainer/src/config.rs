@@ -197,6 +197,21 @@ impl Default for LoraSection {
     }
 }
 
+impl LoraSection {
+    /// The layers the adapter targets.
+    pub fn targets(&self) -> next_model::TargetModules {
+        next_model::TargetModules::from_names(&self.target_modules)
+    }
+
+    /// PEFT's `target_modules` for this section: `"all-linear"`, or the list of names.
+    pub fn peft_target_modules(&self) -> serde_json::Value {
+        match self.targets() {
+            next_model::TargetModules::AllLinear => next_model::TargetModules::ALL_LINEAR.into(),
+            next_model::TargetModules::List(v) => v.into(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataSection {

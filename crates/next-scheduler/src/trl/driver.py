@@ -220,7 +220,8 @@ def train(spec):
         peft_config.inference_mode = False
     else:
         peft_config = LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
-                                 target_modules=lora["target_modules"], task_type="CAUSAL_LM")
+                                 target_modules=lora["target_modules"], use_rslora=lora["use_rslora"],
+                                 task_type="CAUSAL_LM")
     args = dict(
         output_dir=out,
         learning_rate=spec["lr"],

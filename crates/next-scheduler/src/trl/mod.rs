@@ -12,7 +12,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use next_model::TargetModules;
 use next_predictor::Prediction;
 use next_trainer::checkpoint;
 use next_trainer::config::{AdvEstimator, LossAgg, LrSchedule, TrainConfig};
@@ -150,7 +149,8 @@ impl<'a> Trl<'a> {
                 "r": cfg.lora.r,
                 "alpha": cfg.lora.alpha,
                 "dropout": cfg.lora.dropout,
-                "target_modules": target_modules(&cfg.lora.target_modules),
+                "target_modules": cfg.lora.peft_target_modules(),
+                "use_rslora": cfg.lora.use_rslora,
             },
             "lr": o.lr,
             "weight_decay": o.weight_decay,
@@ -271,14 +271,6 @@ impl<'a> Trl<'a> {
             metrics::merge(run, values)?;
         }
         Ok(())
-    }
-}
-
-/// PEFT's `target_modules` for the config's list.
-fn target_modules(names: &[String]) -> Value {
-    match TargetModules::from_names(names) {
-        TargetModules::AllLinear => TargetModules::ALL_LINEAR.into(),
-        TargetModules::List(v) => json!(v),
     }
 }
 

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use next_model::{LoraConfig, Model, StopTokens, TargetModules, Tensor, Tokenizer};
+use next_model::{LoraConfig, Model, StopTokens, Tensor, Tokenizer};
 use next_rollout::{Prompted, Sampler, SamplingConfig};
 use next_verifiers::{Pool, Registry};
 use rand::seq::SliceRandom;
@@ -218,7 +218,7 @@ fn setup<'a>(
                 r: l.r,
                 alpha: l.alpha,
                 dropout: l.dropout,
-                targets: TargetModules::from_names(&l.target_modules),
+                targets: l.targets(),
                 use_rslora: l.use_rslora,
             };
             model.add_lora(&lora, t.seed)?;
