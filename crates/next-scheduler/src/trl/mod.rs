@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 
 use next_predictor::Prediction;
 use next_trainer::checkpoint;
-use next_trainer::config::{AdvEstimator, LossAgg, LrSchedule, TrainConfig};
+use next_trainer::config::{AdvEstimator, KlType, LossAgg, LrSchedule, TrainConfig};
 use next_trainer::metrics;
 use next_verifiers::Target;
 use serde_json::{json, Value};
@@ -314,6 +314,22 @@ fn check(cfg: &TrainConfig) -> Result<()> {
             "algorithm.overlong_buffer is not supported by engine.kind = \"trl\"".into(),
         ));
     }
+    if a.kl_coef > 0.0 && a.kl_type != KlType::K3 {
+        return Err(bad(
+            "algorithm.kl_type must be k3 with engine.kind = \"trl\" (TRL's GRPO estimates the KL with k3)".into(),
+        ));
+    }
+    if !cfg.rollout.stop.is_empty() {
+        return Err(bad(
+            "rollout.stop is not supported by engine.kind = \"trl\" (responses end at EOS or max_new_tokens)".into(),
+        ));
+    }
+    if cfg.rollout.val_n > 0 {
+        return Err(bad(
+            "rollout.val_n is not supported by engine.kind = \"trl\": its validation is greedy"
+                .into(),
+        ));
+    }
     if cfg.trainer.save_every == 0 || !cfg.trainer.val_every.is_multiple_of(cfg.trainer.save_every)
     {
         return Err(bad(format!(
@@ -418,4 +434,55 @@ fn copy_dir(from: &Path, to: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `check` of the default config changed by `edit`: Ok, or the error's text.
+    fn check_with(edit: impl Fn(&mut TrainConfig)) -> std::result::Result<(), String> {
+        let mut cfg = TrainConfig::default();
+        edit(&mut cfg);
+        check(&cfg).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn settings_trl_cannot_reproduce_are_refused_by_key() {
+        let cases: Vec<(Box<dyn Fn(&mut TrainConfig)>, &str)> = vec![
+            (
+                Box::new(|c| c.algorithm.adv_estimator = AdvEstimator::Rloo),
+                "algorithm.adv_estimator",
+            ),
+            (
+                Box::new(|c| c.algorithm.overlong_buffer = 4),
+                "algorithm.overlong_buffer",
+            ),
+            (
+                Box::new(|c| {
+                    c.algorithm.kl_coef = 0.1;
+                    c.algorithm.kl_type = KlType::K1;
+                }),
+                "algorithm.kl_type",
+            ),
+            (
+                Box::new(|c| c.rollout.stop = vec!["\n".into()]),
+                "rollout.stop",
+            ),
+            (Box::new(|c| c.rollout.val_n = 4), "rollout.val_n"),
+            (
+                Box::new(|c| (c.trainer.save_every, c.trainer.val_every) = (4, 10)),
+                "trainer.val_every (10) must be a multiple of trainer.save_every (4)",
+            ),
+        ];
+        for (edit, key) in cases {
+            let err = check_with(edit).unwrap_err();
+            assert!(err.contains(key), "{key}: {err}");
+        }
+        assert_eq!(check_with(|_| {}), Ok(()));
+        assert_eq!(
+            check_with(|c| c.algorithm.adv_estimator = AdvEstimator::DrGrpo),
+            Ok(())
+        );
+    }
 }
