@@ -16,6 +16,7 @@ use next_predictor::Prediction;
 use next_trainer::checkpoint;
 use next_trainer::config::{AdvEstimator, KlType, LossAgg, LrSchedule, TrainConfig};
 use next_trainer::metrics;
+use next_trainer::train::Event;
 use next_verifiers::Target;
 use serde_json::{json, Value};
 
@@ -176,7 +177,7 @@ impl<'a> Trl<'a> {
     }
 
     /// Runs the driver's `verb` with `spec`; its output goes to `trl/driver.log`.
-    fn call(&self, run: &Path, verb: &str, spec: &Value) -> Result<()> {
+    fn call(&mut self, run: &Path, verb: &str, spec: &Value) -> Result<()> {
         let dir = run.join("trl");
         std::fs::create_dir_all(&dir).map_err(crate::io(&dir))?;
         let script = dir.join("driver.py");
@@ -206,12 +207,23 @@ impl<'a> Trl<'a> {
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err_log);
-        let status = cmd.status().map_err(|e| {
+        let mut child = cmd.spawn().map_err(|e| {
             bad(format!(
                 "cannot start the TRL driver with {}: {e} (set engine.python, or install the project's Python with `cargo xtask setup`)",
                 python.display()
             ))
         })?;
+        // The driver appends a metrics row per step: report them as the trainer's events, so
+        // progress bars move as they do with the in-process trainer.
+        let mut reported = checkpoint::latest(run).ok().flatten().unwrap_or(0);
+        let status = loop {
+            if let Some(status) = child.try_wait().map_err(crate::io(&script))? {
+                break status;
+            }
+            reported = self.report_steps(run, reported);
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        };
+        self.report_steps(run, reported);
         if status.success() {
             return Ok(());
         }
@@ -226,6 +238,26 @@ impl<'a> Trl<'a> {
             run.display(),
             log_path.display()
         )))
+    }
+
+    /// Sends a [`Event::Step`] for every training row of `run`'s metrics after step `after`;
+    /// returns the last step reported. A line the driver is still writing is read next time.
+    fn report_steps(&mut self, run: &Path, after: usize) -> usize {
+        let rows = metrics::read(run).unwrap_or_default();
+        let mut last = after;
+        for r in rows {
+            if r.step > last && r.seconds().is_some() {
+                last = r.step;
+                (self.inner.on_train)(
+                    run,
+                    Event::Step {
+                        step: r.step,
+                        metrics: r.data,
+                    },
+                );
+            }
+        }
+        last
     }
 
     /// Scores the validations `run` is due up to `until` (step 0 with the initial adapter,
@@ -354,6 +386,14 @@ impl Engine for Trl<'_> {
         std::fs::create_dir_all(run).map_err(crate::io(run))?;
         next_files::resolved::write(&run.join(next_files::resolved::FILE), &cfg)?;
         let from = checkpoint::latest(run)?.unwrap_or(0);
+        (self.inner.on_train)(
+            run,
+            Event::Start {
+                step: from,
+                steps: cfg.trainer.steps,
+                resumed: from > 0,
+            },
+        );
         if from < step {
             let spec = self.train_spec(run, step)?;
             self.call(run, "train", &spec)?;
