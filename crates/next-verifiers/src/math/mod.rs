@@ -115,6 +115,15 @@ fn line_after<'a>(s: &'a str, markers: &[&str]) -> Option<&'a str> {
     (!line.is_empty()).then_some(line)
 }
 
+/// Whether an `answer is ...` line judges an answer instead of giving one ("Your answer is
+/// correct." after `20 + 11 = 31`, written by SmolLM2): the extraction then looks further.
+fn is_judgement(line: &str) -> bool {
+    let l = line
+        .trim_end_matches(|c: char| c.is_ascii_punctuation() || c.is_whitespace())
+        .to_ascii_lowercase();
+    ["correct", "incorrect", "not correct", "right", "wrong"].contains(&l.as_str())
+}
+
 /// The last number (`-1,234.5`, `3/4`) in the text.
 pub fn last_number(s: &str) -> Option<String> {
     let chars: Vec<char> = s.chars().collect();
@@ -158,9 +167,9 @@ impl MathVerifier {
                             .to_owned()
                     })
                     .filter(|s| !s.is_empty()),
-                AnswerSource::AnswerLine => {
-                    line_after(response, &["answer:", "answer is"]).map(str::to_owned)
-                }
+                AnswerSource::AnswerLine => line_after(response, &["answer:", "answer is"])
+                    .filter(|a| !is_judgement(a))
+                    .map(str::to_owned),
                 AnswerSource::LastNumber => last_number(response),
             };
             if let Some(a) = found {

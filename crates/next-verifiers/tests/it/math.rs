@@ -69,6 +69,22 @@ fn verdict_kinds() {
     check("so \\boxed{5}", "4", VerdictKind::Wrong);
     check("no idea", "4", VerdictKind::NoAnswer);
     check("", "4", VerdictKind::NoAnswer);
+    // "answer is correct" judges an answer (SmolLM2 writes it after its sum): look further.
+    check(
+        "20 + 11 = 31\n\nYour answer is correct.",
+        "31",
+        VerdictKind::Correct,
+    );
+    check(
+        "20 + 11 = 30\n\nThe answer is correct.",
+        "31",
+        VerdictKind::Wrong,
+    );
+    check(
+        "Checking each option, the answer is B.",
+        "B",
+        VerdictKind::Correct,
+    );
     let v = MathVerifier::default().verify("\\boxed{4}", &Value::String(String::new()));
     assert_eq!(v.kind, VerdictKind::Error);
     // A full solution as ground truth: its boxed answer is the gold.
