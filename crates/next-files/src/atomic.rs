@@ -163,6 +163,21 @@ impl Staging {
     }
 }
 
+/// Copies the plain files of the directory `from` (an adapter: flat) into `to`, typically a
+/// [`Staging`] directory, which makes the copy appear whole.
+pub fn copy_files(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to).map_err(|e| Error::io(to, e))?;
+    let entries = std::fs::read_dir(from).map_err(|e| Error::io(from, e))?;
+    for e in entries {
+        let e = e.map_err(|e| Error::io(from, e))?;
+        if e.file_type().map_err(|x| Error::io(e.path(), x))?.is_file() {
+            let dest = to.join(e.file_name());
+            std::fs::copy(e.path(), &dest).map_err(|x| Error::io(&dest, x))?;
+        }
+    }
+    Ok(())
+}
+
 /// Removes the staging directories a killed process left in `dir` (those of any target).
 pub fn clean(dir: &Path) -> Result<()> {
     let Ok(entries) = std::fs::read_dir(dir) else {

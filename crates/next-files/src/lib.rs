@@ -3,7 +3,8 @@
 //! - [`json`]: JSON files read with the offending key path named in errors, written atomically.
 //! - [`atomic`]: [`atomic::write`] replaces a file so that readers see the old or the whole new
 //!   one; [`atomic::Staging`] builds a directory under a temporary name beside its target and
-//!   publishes it by rename, so a directory appears whole or not at all.
+//!   publishes it by rename, so a directory appears whole or not at all; [`atomic::copy_files`]
+//!   fills one with an adapter's files.
 //! - [`fingerprint`]: size and modification time of files, to notice them changing.
 //! - [`peft`]: the names PEFT gives adapter files and tensors.
 //! - [`python`]: which Python interpreter runs the project's helper scripts.

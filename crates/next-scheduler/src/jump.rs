@@ -277,7 +277,7 @@ fn write(
     dir: &Path,
 ) -> Result<(usize, f64)> {
     if lambda == 0.0 {
-        copy_files(adapter, dir)?;
+        next_files::atomic::copy_files(adapter, dir)?;
         let a = next_trajectory::adapter::Adapter::open(dir)?;
         return Ok((a.r, a.alpha));
     }
@@ -325,21 +325,4 @@ fn score(
                 .collect()
         }
     }
-}
-
-/// Copies the plain files of the directory `from` (an adapter) into `to`.
-fn copy_files(from: &Path, to: &Path) -> Result<()> {
-    std::fs::create_dir_all(to).map_err(|e| next_files::Error::io(to, e))?;
-    let entries = std::fs::read_dir(from).map_err(|e| next_files::Error::io(from, e))?;
-    for e in entries {
-        let e = e.map_err(|e| next_files::Error::io(from, e))?;
-        if e.file_type()
-            .map_err(|x| next_files::Error::io(e.path(), x))?
-            .is_file()
-        {
-            let dest = to.join(e.file_name());
-            std::fs::copy(e.path(), &dest).map_err(|x| next_files::Error::io(&dest, x))?;
-        }
-    }
-    Ok(())
 }

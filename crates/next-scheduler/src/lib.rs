@@ -10,18 +10,21 @@
 //!   baseline and a tuned one (B*); [`stats`] its targets, paired bootstrap, modelled wall clock
 //!   and equivalent learning rate; [`report`] its table, `report.md` and plots.
 //! - [`study`]: several experiments (regimes) and one report across them.
-//! - [`InProcess`]: this project's trainer behind the engine seam.
+//! - [`InProcess`]: this project's trainer behind the engine seam; [`Trl`]: TRL's
+//!   GRPOTrainer behind it (`[engine] kind = "trl"`, picked by [`build_engine`]).
 //!
 //! Layout of a `next run` directory: `segment-N/` (an ordinary training run per segment),
 //! `extend/round-N/` (the chosen adapter with `extend.json`), `scheduler.json`.
 //!
 //! Architecture invariant: reads the trainer's output only through `metrics.jsonl` and
-//! checkpoints, and owns only `scheduler.json`, `experiment.json` and their layouts. Every
-//! phase is resumable: a loop or experiment killed at any point continues from its state file
-//! and the last complete checkpoint. A saving is reported only when its paired interval
-//! excludes zero.
+//! checkpoints, and owns only `scheduler.json`, `experiment.json` and their layouts (and, for
+//! the TRL engine, a segment's `trl/` directory, mirrored into the trainer's checkpoint layout
+//! through `next_trainer::checkpoint`). Every phase is resumable: a loop or experiment killed
+//! at any point continues from its state file and the last complete checkpoint. A saving is
+//! reported only when its paired interval excludes zero.
 //!
-//! Entry points: [`run()`] with an [`Engine`] ([`InProcess`] for this project's trainer),
+//! Entry points: [`run()`] with an [`Engine`] ([`InProcess`] for this project's trainer,
+//! [`Trl`] for TRL's; [`build_engine`] from the `[engine]` table),
 //! [`jump::jump`], [`experiment::run`], [`study`].
 //!
 //! ```

@@ -65,9 +65,38 @@ pub fn save(
     state: &TrainerState,
     base_model: &str,
 ) -> Result<()> {
+    publish(run, state, |actor| {
+        model.save_adapter(&actor.join("lora_adapter"), Some(base_model))?;
+        save_moments(actor, model, opt)
+    })
+}
+
+/// Checkpoint `state.step` of a run trained by another trainer (the TRL engine): the adapter
+/// files of `adapter` and the trainer state, without optimizer moments (that trainer keeps
+/// its own).
+pub fn save_adapter_files(run: &Path, adapter: &Path, state: &TrainerState) -> Result<()> {
+    publish(run, state, |actor| {
+        Ok(next_files::atomic::copy_files(
+            adapter,
+            &actor.join("lora_adapter"),
+        )?)
+    })
+}
+
+/// Builds `global_step_N/` under a temporary name (`fill` writes `actor/`'s contents), adds the
+/// trainer state, publishes it whole and points `latest_checkpointed_iteration.txt` at it.
+fn publish(run: &Path, state: &TrainerState, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let staging = next_files::atomic::Staging::new(&step_dir(run, state.step))?;
     let actor = staging.path().join("actor");
-    model.save_adapter(&actor.join("lora_adapter"), Some(base_model))?;
+    fill(&actor)?;
+    next_files::json::write(&actor.join("trainer_state.json"), state)?;
+    staging.publish(next_files::atomic::Existing::Replace)?;
+    next_files::atomic::write(&run.join(LATEST), format!("{}\n", state.step).as_bytes())?;
+    Ok(())
+}
+
+/// `optimizer.safetensors`: AdamW's moments by parameter name, and its step count.
+fn save_moments(actor: &Path, model: &Model, opt: &AdamW) -> Result<()> {
     let names: Vec<String> = model
         .lora_parameters()
         .into_iter()
@@ -80,9 +109,6 @@ pub fn save(
     }
     tensors.push(("step".into(), Tensor::from_slice(&[opt.step])));
     next_model::io::write_safetensors(&actor.join("optimizer.safetensors"), &tensors)?;
-    next_files::json::write(&actor.join("trainer_state.json"), state)?;
-    staging.publish(next_files::atomic::Existing::Replace)?;
-    next_files::atomic::write(&run.join(LATEST), format!("{}\n", state.step).as_bytes())?;
     Ok(())
 }
 

@@ -443,16 +443,7 @@ impl Engine for Trl<'_> {
         self.call(run, "prepare", &spec)?;
         // The scheduler's view of the new segment: the jumped adapter at `step`.
         let state = checkpoint::state(from, step)?;
-        let staging = next_files::atomic::Staging::new(&checkpoint::step_dir(run, step))?;
-        let actor = staging.path().join("actor");
-        copy_dir(adapter, &actor.join("lora_adapter"))?;
-        next_files::json::write(&actor.join("trainer_state.json"), &state)?;
-        staging.publish(next_files::atomic::Existing::Replace)?;
-        next_files::atomic::write(
-            &run.join(checkpoint::LATEST),
-            format!("{step}\n").as_bytes(),
-        )?;
-        Ok(())
+        Ok(checkpoint::save_adapter_files(run, adapter, &state)?)
     }
 
     fn set_seed(&mut self, seed: u64) {
@@ -462,18 +453,6 @@ impl Engine for Trl<'_> {
     fn set_lr_scale(&mut self, scale: f64) {
         self.inner.set_lr_scale(scale);
     }
-}
-
-/// Copies the files of an adapter directory (flat) into `to`.
-fn copy_dir(from: &Path, to: &Path) -> Result<()> {
-    std::fs::create_dir_all(to).map_err(crate::io(to))?;
-    for e in std::fs::read_dir(from).map_err(crate::io(from))? {
-        let e = e.map_err(crate::io(from))?;
-        if e.path().is_file() {
-            std::fs::copy(e.path(), to.join(e.file_name())).map_err(crate::io(from))?;
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -489,7 +468,8 @@ mod tests {
 
     #[test]
     fn settings_trl_cannot_reproduce_are_refused_by_key() {
-        let cases: Vec<(Box<dyn Fn(&mut TrainConfig)>, &str)> = vec![
+        type Edit = Box<dyn Fn(&mut TrainConfig)>;
+        let cases: Vec<(Edit, &str)> = vec![
             (
                 Box::new(|c| c.algorithm.adv_estimator = AdvEstimator::Rloo),
                 "algorithm.adv_estimator",
