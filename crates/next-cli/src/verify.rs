@@ -31,8 +31,13 @@ pub struct Args {
     #[arg(long, requires = "reward_fn")]
     python: Option<PathBuf>,
     /// JSONL rows with `response` and `ground_truth` (other fields are passed through).
-    #[arg(long)]
-    input: PathBuf,
+    #[arg(long, required_unless_present = "serve")]
+    input: Option<PathBuf>,
+    /// Stay up for a trainer's reward function: read rows (or JSON arrays of rows, one batch
+    /// per line) from standard input and answer each line at once on standard output; a bad
+    /// line is answered with {"error": ...} and the next is served. Ends at end of input.
+    #[arg(long, conflicts_with_all = ["input", "output"])]
+    serve: bool,
     /// Where to write the scored rows (default: standard output).
     #[arg(long)]
     output: Option<PathBuf>,
@@ -87,14 +92,26 @@ pub fn run(a: Args) -> Result<()> {
     } else {
         Choice::Fixed(registry.get(&a.verifier)?)
     };
-    let file = std::fs::File::open(&a.input)
-        .with_context(|| format!("cannot open {}", a.input.display()))?;
+    let pool = Pool::new(a.workers)?;
+    let Some(input) = &a.input else {
+        let stdin = std::io::stdin().lock();
+        let mut stdout = std::io::stdout().lock();
+        rows::serve(
+            stdin,
+            std::path::Path::new("<stdin>"),
+            &mut stdout,
+            &registry,
+            &choice,
+            &pool,
+        )?;
+        return Ok(());
+    };
+    let file =
+        std::fs::File::open(input).with_context(|| format!("cannot open {}", input.display()))?;
     // Count lines for the progress bar only in a regular file: a pipe (`--input /dev/stdin`)
     // can be read once, and counting would consume every row before verification.
     let bar = if file.metadata().is_ok_and(|m| m.is_file()) {
-        let n = BufReader::new(std::fs::File::open(&a.input)?)
-            .lines()
-            .count();
+        let n = BufReader::new(std::fs::File::open(input)?).lines().count();
         ProgressBar::new(n as u64).with_style(ProgressStyle::with_template(
             "verify {bar:30} {pos}/{len} [{elapsed}<{eta}] {msg}",
         )?)
@@ -103,7 +120,6 @@ pub fn run(a: Args) -> Result<()> {
             "verify {pos} rows [{elapsed}] {msg}",
         )?)
     };
-    let pool = Pool::new(a.workers)?;
     // A file appears only when every row was scored; standard output streams.
     let mut file_out = match &a.output {
         Some(p) => Some(next_files::atomic::Writer::create(p)?),
@@ -116,7 +132,7 @@ pub fn run(a: Args) -> Result<()> {
     };
     let summary = rows::score(
         BufReader::new(file),
-        &a.input,
+        input,
         out,
         &registry,
         &choice,
@@ -143,7 +159,7 @@ pub fn run(a: Args) -> Result<()> {
         summary.mean_reward()
     );
     for (line, detail) in &summary.first_errors {
-        eprintln!("error at {}:{line}: {detail}", a.input.display());
+        eprintln!("error at {}:{line}: {detail}", input.display());
     }
     Ok(())
 }

@@ -115,6 +115,8 @@ pub enum EngineKind {
     Inproc,
     /// TRL's GRPOTrainer with PEFT LoRA, in a Python driver shipped inside `next`.
     Trl,
+    /// verl's `main_ppo` (Ray, FSDP, vLLM) with LoRA, launched with generated Hydra overrides.
+    Verl,
 }
 
 /// The `[engine]` section: which trainer, and its own settings. Scoring (validation and the λ
@@ -123,15 +125,24 @@ pub enum EngineKind {
 #[serde(deny_unknown_fields, default)]
 pub struct EngineSection {
     pub kind: EngineKind,
-    /// The Python with TRL, PEFT and torch. Empty: `$NEXT_PYTHON`, else the project's
-    /// `.venv`, else `python3`.
+    /// The Python with the engine's trainer. Empty: for TRL `$NEXT_PYTHON`, else the
+    /// project's `.venv`; for verl `$NEXT_VERL_PYTHON`, else `.venv-verl` (`cargo xtask setup
+    /// --with verl`); else `python3`.
     pub python: String,
-    /// A launcher the TRL driver runs under, e.g. `["accelerate", "launch", "--num_processes",
-    /// "8"]` (it is given the driver script and its arguments). Empty: the Python alone.
+    /// A launcher the trainer runs under: for TRL e.g. `["accelerate", "launch",
+    /// "--num_processes", "8"]` (given the driver script and its arguments); for verl a prefix
+    /// of its Python (e.g. `["srun", "--ntasks=1"]`). Empty: the Python alone.
     pub launcher: Vec<String>,
     /// `GRPOConfig` fields set as they are, over those the engine derives from the config (e.g.
     /// `use_vllm = true`, `bf16 = true`, `gradient_checkpointing = true`).
     pub trl: serde_json::Map<String, serde_json::Value>,
+    /// Hydra overrides of verl's `main_ppo`, applied after those the engine derives from the
+    /// config (e.g. `"actor_rollout_ref.rollout.name" = "vllm"`, `"trainer.n_gpus_per_node" =
+    /// 8`, `"+actor_rollout_ref.model.use_shm" = true`); keys the engine owns (steps, paths,
+    /// resume, LoRA rank, checkpoint contents, reward function) are refused.
+    pub verl: serde_json::Map<String, serde_json::Value>,
+    /// The address of a running Ray cluster for verl to join (empty: verl starts a local one).
+    pub ray_address: String,
 }
 
 impl Default for EngineSection {
@@ -141,6 +152,8 @@ impl Default for EngineSection {
             python: String::new(),
             launcher: vec![],
             trl: serde_json::Map::new(),
+            verl: serde_json::Map::new(),
+            ray_address: String::new(),
         }
     }
 }

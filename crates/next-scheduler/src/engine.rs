@@ -11,8 +11,8 @@ use next_trainer::train::{self, Event, ScoreSet, Scorer};
 use next_verifiers::Registry;
 use serde_json::{Map, Value};
 
-use crate::config::{EngineKind, EngineSection};
-use crate::{Engine, Result, Trl};
+use crate::config::{EngineKind, EngineSection, SchedulerSection};
+use crate::{Engine, Result, Trl, Verl};
 
 /// A callback for training progress: the segment's run directory and the trainer's event.
 pub type TrainProgress<'a> = Box<dyn FnMut(&Path, Event) + 'a>;
@@ -171,14 +171,17 @@ impl Engine for InProcess<'_> {
 }
 
 /// The engine `[engine]` asks for, around the in-process one (whose scorers every engine uses).
-/// `next` is the binary the TRL driver scores rewards with (`next verify`).
+/// `next` is the binary the external engines score rewards with (`next verify --serve`);
+/// `scheduler` is checked against what the engine can do (verl cannot keep moments).
 pub fn build<'a>(
     inproc: InProcess<'a>,
     section: &EngineSection,
+    scheduler: &SchedulerSection,
     next: PathBuf,
 ) -> Result<Box<dyn Engine + 'a>> {
     Ok(match section.kind {
         EngineKind::Inproc => Box::new(inproc),
         EngineKind::Trl => Box::new(Trl::new(inproc, section.clone(), next)?),
+        EngineKind::Verl => Box::new(Verl::new(inproc, section.clone(), scheduler, next)?),
     })
 }

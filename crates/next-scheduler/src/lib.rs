@@ -42,20 +42,24 @@ use std::path::Path;
 use next_predictor::Prediction;
 pub use next_trainer::train::ScoreSet;
 
+mod child;
 mod config;
 mod engine;
 pub mod experiment;
+mod external;
 pub mod jump;
 pub mod report;
 mod run;
 pub mod stats;
 pub mod study;
 mod trl;
+pub mod verl;
 
 pub use config::{EngineKind, EngineSection, SchedulerSection, SearchKind};
 pub use engine::{build as build_engine, InProcess, TrainProgress};
 pub use run::{run, segment_dir, Decision, Event, Phase, State, STATE};
 pub use trl::Trl;
+pub use verl::Verl;
 
 /// Errors of the loop; each names the phase and file at fault.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +80,17 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| next_files::Error::io(path, source).into()
+}
+
+/// The Python client of `next verify --serve` that the engines' drivers score rewards with.
+const VERIFY_CLIENT: &str = include_str!("next_verify.py");
+
+/// Writes `next_verify.py` (the client of `next verify --serve`) into a driver's directory.
+fn write_verify_client(dir: &Path) -> Result<()> {
+    Ok(next_files::atomic::write(
+        &dir.join("next_verify.py"),
+        VERIFY_CLIENT.as_bytes(),
+    )?)
 }
 
 /// What predict-extend needs from a trainer.

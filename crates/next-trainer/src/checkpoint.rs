@@ -235,6 +235,11 @@ pub fn optimizer_file(run: &Path, step: usize) -> PathBuf {
     step_dir(run, step).join("actor/optimizer.safetensors")
 }
 
+/// Whether checkpoint `step` of `run` was published (its trainer state is written last).
+pub fn state_exists(run: &Path, step: usize) -> bool {
+    state_file(run, step).is_file()
+}
+
 /// The trainer state saved with checkpoint `step` of `run`.
 pub fn state(run: &Path, step: usize) -> Result<TrainerState> {
     Ok(next_files::json::read(&state_file(run, step))?)

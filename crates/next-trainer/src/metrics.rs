@@ -49,7 +49,13 @@ pub fn greedy_val_mean(m: &Map<String, Value>) -> Option<f64> {
 
 /// Reads a run's `metrics.jsonl`; a malformed line is an error naming the file and line.
 pub fn read(run: &Path) -> Result<Vec<Row>> {
-    let path = run.join(METRICS);
+    read_file(&run.join(METRICS))
+}
+
+/// Reads rows `{"step", "data"}` from `path` (a run's `metrics.jsonl`, or another trainer's
+/// JSONL log in the same format).
+pub fn read_file(path: &Path) -> Result<Vec<Row>> {
+    let path = path.to_path_buf();
     let file = std::fs::File::open(&path).map_err(|e| next_files::Error::io(&path, e))?;
     let mut rows = vec![];
     for (i, line) in std::io::BufReader::new(file).lines().enumerate() {

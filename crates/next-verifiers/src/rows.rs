@@ -80,6 +80,47 @@ fn context(row: &Map<String, Value>) -> Context {
     }
 }
 
+/// The verification of `row` (line `lineno` of `name`) by the verifier `choice` picks.
+fn job(
+    row: &Map<String, Value>,
+    choice: &Choice,
+    registry: &Registry,
+    name: &Path,
+    lineno: usize,
+) -> Result<Job> {
+    let verifier = match choice {
+        Choice::Fixed(v) => v.clone(),
+        Choice::BySource => {
+            let source = row
+                .get("data_source")
+                .and_then(Value::as_str)
+                .ok_or_else(|| {
+                    Error::Config(format!(
+                        "{}:{lineno}: no `data_source` to pick a verifier (or pass --verifier)",
+                        name.display()
+                    ))
+                })?;
+            registry
+                .for_source(source)
+                .map_err(|e| Error::Config(format!("{}:{lineno}: {e}", name.display())))?
+        }
+    };
+    Ok(Job {
+        verifier,
+        response: row["response"].as_str().unwrap_or_default().to_string(),
+        ground_truth: row["ground_truth"].clone(),
+        context: Arc::new(context(row)),
+    })
+}
+
+/// `row` with its verdict's `reward`, `correct`, `kind` and `detail`.
+fn annotate(row: &mut Map<String, Value>, v: crate::Verdict) {
+    row.insert("reward".into(), v.reward.into());
+    row.insert("correct".into(), v.correct.into());
+    row.insert("kind".into(), v.kind.as_str().into());
+    row.insert("detail".into(), v.detail.into());
+}
+
 /// Progress of [`score`], for a progress bar.
 #[derive(Debug)]
 pub enum Progress<'a> {
@@ -117,30 +158,7 @@ pub fn score(
                 continue;
             }
             let row = parse_row(&line, name, i + 1)?;
-            let verifier = match choice {
-                Choice::Fixed(v) => v.clone(),
-                Choice::BySource => {
-                    let source =
-                        row.get("data_source")
-                            .and_then(Value::as_str)
-                            .ok_or_else(|| {
-                                Error::Config(format!(
-                            "{}:{}: no `data_source` to pick a verifier (or pass --verifier)",
-                            name.display(),
-                            i + 1
-                        ))
-                            })?;
-                    registry
-                        .for_source(source)
-                        .map_err(|e| Error::Config(format!("{}:{}: {e}", name.display(), i + 1)))?
-                }
-            };
-            jobs.push(Job {
-                verifier,
-                response: row["response"].as_str().unwrap_or_default().to_string(),
-                ground_truth: row["ground_truth"].clone(),
-                context: Arc::new(context(&row)),
-            });
+            jobs.push(job(&row, choice, registry, name, i + 1)?);
             rows.push((i + 1, row));
             if rows.len() == CHUNK {
                 break;
@@ -157,10 +175,7 @@ pub fn score(
             }
             summary.reward_sum += v.reward;
             summary.rows += 1;
-            row.insert("reward".into(), v.reward.into());
-            row.insert("correct".into(), v.correct.into());
-            row.insert("kind".into(), v.kind.as_str().into());
-            row.insert("detail".into(), v.detail.into());
+            annotate(&mut row, v);
             writeln!(out, "{}", Value::Object(row)).map_err(|source| Error::Io {
                 context: "writing scored rows".into(),
                 source,
@@ -168,4 +183,89 @@ pub fn score(
         }
         on_progress(Progress::Written(&summary));
     }
+}
+
+/// A long-lived scorer for trainers that call it once per batch (the TRL and verl engines'
+/// reward functions): each input line is a row or a JSON array of rows, and gets one output
+/// line (the row, or the array, with verdicts added), flushed at once. A line that cannot be
+/// scored gets `{"error": "..."}` naming its line, and the next line is served; only a failure
+/// to read or write ends it. Returns at the end of the input.
+pub fn serve(
+    input: impl BufRead,
+    name: &Path,
+    out: &mut dyn Write,
+    registry: &Registry,
+    choice: &Choice,
+    pool: &Pool,
+) -> Result<()> {
+    let write = |out: &mut dyn Write, v: Value| {
+        writeln!(out, "{v}")
+            .and_then(|()| out.flush())
+            .map_err(|source| Error::Io {
+                context: "writing scored rows".into(),
+                source,
+            })
+    };
+    for (i, line) in input.lines().enumerate() {
+        let line = line.map_err(|source| Error::Io {
+            context: format!("{}:{}", name.display(), i + 1),
+            source,
+        })?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serve_line(&line, name, i + 1, registry, choice, pool) {
+            Ok(v) => write(out, v)?,
+            Err(e) => write(out, serde_json::json!({ "error": e.to_string() }))?,
+        }
+    }
+    Ok(())
+}
+
+/// One line of [`serve`]: a row or an array of rows, scored.
+fn serve_line(
+    line: &str,
+    name: &Path,
+    lineno: usize,
+    registry: &Registry,
+    choice: &Choice,
+    pool: &Pool,
+) -> Result<Value> {
+    let batch = line.trim_start().starts_with('[');
+    let texts: Vec<String> = if batch {
+        let items: Vec<Value> = serde_json::from_str(line).map_err(|e| {
+            Error::Config(format!("{}:{lineno}: not valid JSON: {e}", name.display()))
+        })?;
+        items.iter().map(Value::to_string).collect()
+    } else {
+        vec![line.to_string()]
+    };
+    let mut rows = Vec::with_capacity(texts.len());
+    let mut jobs = Vec::with_capacity(texts.len());
+    for (k, text) in texts.iter().enumerate() {
+        let at = |e: Error| {
+            if batch {
+                Error::Config(format!("row {k} of the batch: {e}"))
+            } else {
+                e
+            }
+        };
+        let row = parse_row(text, name, lineno).map_err(at)?;
+        jobs.push(job(&row, choice, registry, name, lineno).map_err(at)?);
+        rows.push(row);
+    }
+    let verdicts = pool.run(jobs, |_, _| {});
+    let scored: Vec<Value> = rows
+        .into_iter()
+        .zip(verdicts)
+        .map(|(mut row, v)| {
+            annotate(&mut row, v);
+            Value::Object(row)
+        })
+        .collect();
+    Ok(if batch {
+        Value::Array(scored)
+    } else {
+        scored.into_iter().next().expect("one row")
+    })
 }

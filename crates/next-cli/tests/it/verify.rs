@@ -37,6 +37,75 @@ fn reads_rows_from_a_pipe() {
 }
 
 #[test]
+fn serve_answers_each_line_while_the_caller_waits() {
+    use std::io::{BufRead, BufReader, Write};
+    // As a trainer's reward function uses it: one line in, one line out, the pipe kept open.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_next"))
+        .args(["verify", "--serve"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut ask = |line: &str| -> serde_json::Value {
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+        let mut answer = String::new();
+        stdout.read_line(&mut answer).unwrap();
+        serde_json::from_str(&answer).unwrap()
+    };
+    let rows: Vec<&str> = ROWS.lines().filter(|l| !l.trim().is_empty()).collect();
+    // One row: the row back with its verdict.
+    let one = ask(rows[0]);
+    assert_eq!(
+        (one["id"].clone(), one["correct"].clone()),
+        (1.into(), true.into())
+    );
+    // A batch: an array back, in order.
+    let batch = ask(&format!("[{}]", rows[1..].join(",")));
+    let got: Vec<(i64, bool, &str)> = batch
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_i64().unwrap(),
+                r["correct"].as_bool().unwrap(),
+                r["kind"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (2, true, "correct"),
+            (3, false, "wrong"),
+            (4, false, "wrong"),
+            (5, false, "no_answer")
+        ]
+    );
+    // A bad line is answered with an error naming what is wrong, and the next line is served.
+    let bad = ask(r#"{"response": "1"}"#);
+    assert!(
+        bad["error"].as_str().unwrap().contains("ground_truth"),
+        "{bad}"
+    );
+    let bad_batch = ask(&format!("[{}, {{\"response\": 3}}]", rows[0]));
+    assert!(
+        bad_batch["error"]
+            .as_str()
+            .unwrap()
+            .contains("row 1 of the batch"),
+        "{bad_batch}"
+    );
+    assert_eq!(ask(rows[0])["correct"], true);
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
 fn scores_rows_in_order_with_a_summary() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.jsonl");

@@ -13,7 +13,6 @@ Exit status: 0 done, 2 refused input (the message says which file or key), other
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 
@@ -100,10 +99,13 @@ def truncate_metrics(path, step):
 
 
 def make_reward(spec, run):
-    """A TRL reward function that scores completions with `next verify` (one verifier
-    implementation for every engine). The rows go through a file, in order."""
-    work = os.path.join(run, "trl", "verify")
-    os.makedirs(work, exist_ok=True)
+    """A TRL reward function that scores completions with a long-lived `next verify --serve`
+    (one verifier implementation for every engine; one child per process, so under
+    `accelerate launch` every rank scores its own shard)."""
+    from next_verify import NextVerify
+
+    verify = NextVerify(spec["next"], spec["verify_args"],
+                        log=os.path.join(run, "trl", "verify.log"))
 
     def text(x):
         if isinstance(x, list):  # conversational: a list of messages
@@ -112,23 +114,12 @@ def make_reward(spec, run):
 
     def reward(prompts, completions, ground_truth, data_source, extra_info=None, **kw):
         extra = extra_info if extra_info is not None else [None] * len(completions)
-        # One pair of files per process: under `accelerate launch` every rank scores its shard.
-        rows_in = os.path.join(work, "in-%d.jsonl" % os.getpid())
-        rows_out = os.path.join(work, "out-%d.jsonl" % os.getpid())
-        with open(rows_in, "w") as f:
-            for p, c, g, s, e in zip(prompts, completions, ground_truth, data_source, extra):
-                e = json.loads(e) if isinstance(e, str) else e
-                g = json.loads(g)
-                f.write(json.dumps({"prompt": text(p), "response": text(c), "ground_truth": g,
-                                    "data_source": s, "extra_info": e}) + "\n")
-        cmd = [spec["next"], "verify", "--input", rows_in, "--output", rows_out] + spec["verify_args"]
-        r = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        if r.returncode != 0:
-            raise RuntimeError("next verify failed (%d): %s" % (r.returncode, r.stderr.strip()[-2000:]))
-        scores = [float(json.loads(l)["reward"]) for l in open(rows_out) if l.strip()]
-        if len(scores) != len(completions):
-            raise RuntimeError("next verify scored %d of %d rows" % (len(scores), len(completions)))
-        return scores
+        rows = []
+        for p, c, g, s, e in zip(prompts, completions, ground_truth, data_source, extra):
+            e = json.loads(e) if isinstance(e, str) else e
+            rows.append({"prompt": text(p), "response": text(c), "ground_truth": json.loads(g),
+                         "data_source": s, "extra_info": e})
+        return [float(r["reward"]) for r in verify.score(rows)]
 
     reward.__name__ = "next_verify"
     return reward

@@ -8,16 +8,14 @@
 //! own checkpoints: adapter, optimizer, scheduler, RNG, trainer state), `trl/train.jsonl` (the
 //! rows it trains on), `trl/{train,prepare}.json` (the driver's inputs) and `trl/driver.log`.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use next_predictor::Prediction;
 use next_trainer::checkpoint;
 use next_trainer::config::{AdvEstimator, KlType, LossAgg, LrSchedule, TrainConfig};
 use next_trainer::metrics;
 use next_trainer::train::Event;
-use next_verifiers::Target;
 use serde_json::{json, Value};
 
 use crate::config::EngineSection;
@@ -65,45 +63,6 @@ impl<'a> Trl<'a> {
         next_files::python::interpreter(explicit)
     }
 
-    /// `next verify`'s arguments for the config's rewards.
-    fn verify_args(&self) -> Result<Vec<String>> {
-        let r = &self.inner.cfg.reward;
-        if !r.sources.is_empty() {
-            return Err(bad(
-                "reward.sources is not supported by engine.kind = \"trl\" yet: give one reward.fn for every row".into(),
-            ));
-        }
-        if r.function.is_empty() {
-            return Ok(vec!["--verifier".into(), "auto".into()]);
-        }
-        Ok(
-            match r
-                .function
-                .parse::<Target>()
-                .map_err(|e| bad(e.to_string()))?
-            {
-                Target::Verifier(name) => vec!["--verifier".into(), name],
-                Target::Python(f) => {
-                    let style = serde_json::to_value(r.style).expect("an enum");
-                    let mut a = vec![
-                        "--reward-fn".into(),
-                        f.to_string(),
-                        "--reward-fn-style".into(),
-                        style.as_str().unwrap_or("auto").into(),
-                        "--workers".into(),
-                        r.workers.to_string(),
-                        "--timeout".into(),
-                        r.timeout_s.to_string(),
-                    ];
-                    if !r.python.is_empty() {
-                        a.extend(["--python".into(), r.python.clone()]);
-                    }
-                    a
-                }
-            },
-        )
-    }
-
     /// The training rows as JSONL under the run (the embedded task's are generated here), and
     /// how many there are.
     fn train_rows(&self, dir: &Path) -> Result<(PathBuf, usize)> {
@@ -143,7 +102,7 @@ impl<'a> Trl<'a> {
             "run": run,
             "model": self.inner.base,
             "next": self.next,
-            "verify_args": self.verify_args()?,
+            "verify_args": crate::external::verify_args(cfg)?,
             "train": train,
             "rows": rows,
             "lora": {
@@ -182,16 +141,10 @@ impl<'a> Trl<'a> {
         std::fs::create_dir_all(&dir).map_err(crate::io(&dir))?;
         let script = dir.join("driver.py");
         next_files::atomic::write(&script, DRIVER.as_bytes())?;
+        crate::write_verify_client(&dir)?;
         let spec_path = dir.join(format!("{verb}.json"));
         next_files::json::write(&spec_path, spec)?;
         let log_path = dir.join("driver.log");
-        let mut log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .map_err(crate::io(&log_path))?;
-        writeln!(log, "== {verb} {}", spec_path.display()).map_err(crate::io(&log_path))?;
-        let err_log = log.try_clone().map_err(crate::io(&log_path))?;
         let python = self.python();
         let mut cmd = match (verb, self.section.launcher.split_first()) {
             ("train", Some((launcher, args))) => {
@@ -201,33 +154,22 @@ impl<'a> Trl<'a> {
             }
             _ => Command::new(&python),
         };
-        cmd.arg(&script)
-            .arg(verb)
-            .arg(&spec_path)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(err_log);
-        let mut child = cmd.spawn().map_err(|e| {
-            bad(format!(
-                "cannot start the TRL driver with {}: {e} (set engine.python, or install the project's Python with `cargo xtask setup`)",
-                python.display()
-            ))
-        })?;
+        cmd.arg(&script).arg(verb).arg(&spec_path);
+        let what = format!(
+            "the TRL driver with {} (set engine.python, or install the project's Python with `cargo xtask setup`)",
+            python.display()
+        );
         // The driver appends a metrics row per step: report them as the trainer's events, so
         // progress bars move as they do with the in-process trainer.
         let mut reported = checkpoint::latest(run).ok().flatten().unwrap_or(0);
-        let status = loop {
-            if let Some(status) = child.try_wait().map_err(crate::io(&script))? {
-                break status;
-            }
-            reported = self.report_steps(run, reported);
-            std::thread::sleep(std::time::Duration::from_millis(500));
-        };
-        self.report_steps(run, reported);
+        let header = format!("{verb} {}", spec_path.display());
+        let status = crate::child::run(cmd, &log_path, &header, &what, || {
+            reported = self.report_steps(run, reported)
+        })?;
         if status.success() {
             return Ok(());
         }
-        let tail = log_tail(&log_path);
+        let tail = crate::child::log_tail(&log_path);
         let what = if status.code() == Some(REFUSED) {
             "refused its input"
         } else {
@@ -240,69 +182,15 @@ impl<'a> Trl<'a> {
         )))
     }
 
-    /// Sends a [`Event::Step`] for every training row of `run`'s metrics after step `after`;
-    /// returns the last step reported. A line the driver is still writing is read next time.
+    /// Reports the driver's new metrics rows of `run` (after step `after`) as trainer events;
+    /// returns the last step reported.
     fn report_steps(&mut self, run: &Path, after: usize) -> usize {
         let rows = metrics::read(run).unwrap_or_default();
-        let mut last = after;
-        for r in rows {
-            if r.step > last && r.seconds().is_some() {
-                last = r.step;
-                (self.inner.on_train)(
-                    run,
-                    Event::Step {
-                        step: r.step,
-                        metrics: r.data,
-                    },
-                );
-            }
-        }
-        last
+        crate::external::report_rows(&mut self.inner.on_train, run, rows, after)
     }
 
-    /// Scores the validations `run` is due up to `until` (step 0 with the initial adapter,
-    /// every `trainer.val_every` steps, and `until`) that it has not recorded yet; a segment
-    /// that starts from a jump is not validated at its first step (the jump was scored).
     fn validate(&mut self, run: &Path, until: usize) -> Result<()> {
-        let t = &self.inner.cfg.trainer;
-        let every = t.val_every.max(1);
-        let initial = checkpoint::initial_adapter(run);
-        let first = if initial.is_dir() {
-            0
-        } else {
-            (1..=until)
-                .find(|&s| checkpoint::adapter_dir(run, s).is_dir())
-                .unwrap_or(until)
-        };
-        let done: Vec<usize> = metrics::read(run)
-            .unwrap_or_default()
-            .iter()
-            .filter(|r| r.val().is_some())
-            .map(|r| r.step)
-            .collect();
-        let mut values = vec![];
-        for step in first..=until {
-            let due = step == until || step.is_multiple_of(every);
-            if !due || done.contains(&step) || (step == first && first > 0) {
-                continue;
-            }
-            let adapter = if step == 0 {
-                initial.clone()
-            } else {
-                checkpoint::adapter_dir(run, step)
-            };
-            if !adapter.is_dir() {
-                return Err(bad(format!(
-                    "validation at step {step} needs the checkpoint {}, which the TRL driver did not write",
-                    adapter.display()
-                )));
-            }
-            values.push((step, self.inner.validation_metrics(&adapter)?));
-        }
-        if !values.is_empty() {
-            metrics::merge(run, values)?;
-        }
-        Ok(())
+        crate::external::validate_saved(&mut self.inner, run, until, "TRL driver")
     }
 }
 
@@ -370,13 +258,6 @@ fn check(cfg: &TrainConfig) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-/// The last 20 lines of a log.
-fn log_tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
 impl Engine for Trl<'_> {

@@ -2,3 +2,4 @@
 
 mod jump;
 mod scheduler;
+mod verl;

@@ -192,6 +192,41 @@ pub fn evaluate(
 
 /// Loads the base, attaches the run's adapter (its last checkpoint's, or a fresh one), and
 /// restores the optimizer; returns the trainer, the step it starts at, and whether it resumes.
+/// Adds the run's fresh LoRA adapter (seeded by `trainer.seed`) to `model` and keeps it as
+/// θ_0 in `run`'s `initial_adapter`, for methods that extrapolate from the start of the
+/// trajectory (written once).
+fn add_initial_adapter(
+    cfg: &TrainConfig,
+    model: &mut Model,
+    run: &Path,
+    base_dir: &Path,
+) -> Result<()> {
+    let l = &cfg.lora;
+    let lora = LoraConfig {
+        r: l.r,
+        alpha: l.alpha,
+        dropout: l.dropout,
+        targets: l.targets(),
+        use_rslora: l.use_rslora,
+    };
+    model.add_lora(&lora, cfg.trainer.seed)?;
+    let initial = checkpoint::initial_adapter(run);
+    if !initial.exists() {
+        let staging = next_files::atomic::Staging::new(&initial)?;
+        model.save_adapter(staging.path(), Some(&base_dir.display().to_string()))?;
+        staging.publish(next_files::atomic::Existing::Replace)?;
+    }
+    Ok(())
+}
+
+/// Writes the initial adapter a run of `cfg` on `base_dir` starts from into `run` (as
+/// [`train`] does before its first step), for engines whose trainer starts from a given
+/// adapter.
+pub fn save_initial_adapter(cfg: &TrainConfig, base_dir: &Path, run: &Path) -> Result<()> {
+    let mut model = Model::load(base_dir, cfg.model.load_options()?)?;
+    add_initial_adapter(cfg, &mut model, run, base_dir)
+}
+
 fn setup<'a>(
     cfg: &'a TrainConfig,
     run: &Path,
@@ -212,24 +247,7 @@ fn setup<'a>(
     let resume = checkpoint::latest(run)?;
     match resume {
         Some(step) => model.load_adapter(&checkpoint::adapter_dir(run, step))?,
-        None => {
-            let l = &cfg.lora;
-            let lora = LoraConfig {
-                r: l.r,
-                alpha: l.alpha,
-                dropout: l.dropout,
-                targets: l.targets(),
-                use_rslora: l.use_rslora,
-            };
-            model.add_lora(&lora, t.seed)?;
-            // θ_0, for methods that extrapolate from the start of the trajectory.
-            let initial = checkpoint::initial_adapter(run);
-            if !initial.exists() {
-                let staging = next_files::atomic::Staging::new(&initial)?;
-                model.save_adapter(staging.path(), Some(&base_dir.display().to_string()))?;
-                staging.publish(next_files::atomic::Existing::Replace)?;
-            }
-        }
+        None => add_initial_adapter(cfg, &mut model, run, base_dir)?,
     }
     model.set_train(true);
     let stop = model.stop_tokens(&tok);
