@@ -2,6 +2,7 @@
 
 mod cli;
 mod engine_trl;
+mod engine_verl;
 mod experiment;
 mod extract;
 mod import;
