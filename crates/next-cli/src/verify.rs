@@ -1,6 +1,7 @@
 //! `next verify`: scores JSONL rows `{"response", "ground_truth"}` with a verifier
 //! (`next_verifiers::rows`) and writes them back with `reward`, `correct`, `kind` and `detail`;
-//! a progress bar and a summary.
+//! a progress bar and a summary. `--serve` stays up for a trainer's reward function, answering
+//! each line (a row or a batch) at once.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;

@@ -11,20 +11,22 @@
 //!   and equivalent learning rate; [`report`] its table, `report.md` and plots.
 //! - [`study`]: several experiments (regimes) and one report across them.
 //! - [`InProcess`]: this project's trainer behind the engine seam; [`Trl`]: TRL's
-//!   GRPOTrainer behind it (`[engine] kind = "trl"`, picked by [`build_engine`]).
+//!   GRPOTrainer behind it (`[engine] kind = "trl"`); [`Verl`]: verl's `main_ppo` (`kind =
+//!   "verl"`, [`verl`] its overrides, checkpoint layout and exporter); picked by
+//!   [`build_engine`].
 //!
 //! Layout of a `next run` directory: `segment-N/` (an ordinary training run per segment),
 //! `extend/round-N/` (the chosen adapter with `extend.json`), `scheduler.json`.
 //!
 //! Architecture invariant: reads the trainer's output only through `metrics.jsonl` and
 //! checkpoints, and owns only `scheduler.json`, `experiment.json` and their layouts (and, for
-//! the TRL engine, a segment's `trl/` directory, mirrored into the trainer's checkpoint layout
-//! through `next_trainer::checkpoint`). Every phase is resumable: a loop or experiment killed
+//! the TRL and verl engines, a segment's `trl/` or `verl/` directory, mirrored into the
+//! trainer's checkpoint layout through `next_trainer::checkpoint`). Every phase is resumable: a loop or experiment killed
 //! at any point continues from its state file and the last complete checkpoint. A saving is
 //! reported only when its paired interval excludes zero.
 //!
 //! Entry points: [`run()`] with an [`Engine`] ([`InProcess`] for this project's trainer,
-//! [`Trl`] for TRL's; [`build_engine`] from the `[engine]` table),
+//! [`Trl`] for TRL's, [`Verl`] for verl's; [`build_engine`] from the `[engine]` table),
 //! [`jump::jump`], [`experiment::run`], [`study`].
 //!
 //! ```

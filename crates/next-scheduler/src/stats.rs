@@ -32,9 +32,15 @@ pub enum Verdict {
     NotResolved,
 }
 
+/// Paired seeds a verdict needs: a bootstrap over fewer cannot show the spread (two seeds with
+/// equal differences give an interval of zero width, whatever the noise).
+pub const MIN_SEEDS: usize = 3;
+
 impl Interval {
+    /// Saves or costs when the whole interval is on one side of zero and at least
+    /// [`MIN_SEEDS`] seeds are paired; not resolved otherwise.
     pub fn verdict(&self) -> Verdict {
-        if self.n < 2 || self.lo.is_nan() || self.hi.is_nan() {
+        if self.n < MIN_SEEDS || self.lo.is_nan() || self.hi.is_nan() {
             Verdict::NotResolved
         } else if self.lo > 0.0 {
             Verdict::Saves
@@ -373,6 +379,16 @@ mod tests {
         );
         // One seed: an estimate but no interval.
         check(&[100.0], &[50.0], 50.0, Verdict::NotResolved);
+        // Two seeds that each save 2 of 8 steps: a zero-width interval, not evidence of a
+        // saving (the SmolLM2 experiment's 2-seed report once called this "saves +25%").
+        check(&[8.0, 8.0], &[6.0, 6.0], 25.0, Verdict::NotResolved);
+        // Three that each save: the smallest number of seeds a verdict rests on.
+        check(
+            &[8.0, 8.0, 8.0],
+            &[6.0, 6.0, 7.0],
+            100.0 * 5.0 / 24.0,
+            Verdict::Saves,
+        );
     }
 
     #[test]

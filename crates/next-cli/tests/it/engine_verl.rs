@@ -19,23 +19,7 @@ const FAKE: &str = include_str!("fake_verl.py");
 /// A tiny base with a chat template that renders the user's message as it is, so that the
 /// embedded task's prompts work as chat prompts.
 fn base(dir: &Path) -> PathBuf {
-    let base = dir.join("base");
-    let mut args = vec!["pretrain", "--out", base.to_str().unwrap()];
-    let sets = [
-        "pretrain.task=add2",
-        "pretrain.hidden_size=64",
-        "pretrain.layers=2",
-        "pretrain.intermediate_size=128",
-        "pretrain.steps=300",
-        "pretrain.batch=64",
-        "pretrain.train_size=5000",
-        "pretrain.warmup_steps=20",
-        "pretrain.threads=1",
-    ];
-    for s in &sets {
-        args.extend(["--set", s]);
-    }
-    ok(crate::next(&args));
+    let base = crate::tiny_base(dir);
     std::fs::write(
         base.join("chat_template.jinja"),
         "{% for m in messages %}{{ m['content'] }}{% endfor %}",
@@ -47,18 +31,7 @@ fn base(dir: &Path) -> PathBuf {
 /// The embedded task's rows of `split` with each prompt as one user message.
 fn chat_rows(dir: &Path, split: &str, n: usize) -> PathBuf {
     let text_rows = dir.join(format!("{split}-text.jsonl"));
-    ok(crate::next(&[
-        "data",
-        "gen",
-        "--task",
-        "add2",
-        "--split",
-        split,
-        "--n",
-        &n.to_string(),
-        "--out",
-        text_rows.to_str().unwrap(),
-    ]));
+    crate::add2_rows(&text_rows, split, n);
     let mut out = String::new();
     for line in std::fs::read_to_string(&text_rows).unwrap().lines() {
         let mut row: Value = serde_json::from_str(line).unwrap();

@@ -1,5 +1,6 @@
 //! The `next` binary end to end, as users call it. One test binary per crate: each module is one area.
 
+mod callback;
 mod cli;
 mod engine_trl;
 mod engine_verl;
@@ -32,4 +33,32 @@ pub fn ok(out: Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
+}
+
+/// A copy of the workspace's tiny test base (2-digit sums, pretrained once per test binary) in
+/// `dir/base`, which a test may change.
+pub fn tiny_base(dir: &std::path::Path) -> std::path::PathBuf {
+    let base = dir.join("base");
+    std::fs::create_dir_all(&base).unwrap();
+    for e in std::fs::read_dir(next_trainer::testing::base()).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), base.join(e.file_name())).unwrap();
+    }
+    base
+}
+
+/// `n` rows of the embedded 2-digit addition task's `split` as JSONL in `path`.
+pub fn add2_rows(path: &std::path::Path, split: &str, n: usize) {
+    ok(next(&[
+        "data",
+        "gen",
+        "--task",
+        "add2",
+        "--split",
+        split,
+        "--n",
+        &n.to_string(),
+        "--out",
+        path.to_str().unwrap(),
+    ]));
 }

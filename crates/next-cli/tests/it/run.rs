@@ -7,35 +7,7 @@ use crate::next;
 #[test]
 fn run_jumps_once_and_finishes() {
     let dir = tempfile::tempdir().unwrap();
-    let base = dir.path().join("base");
-    let pre = next(&[
-        "pretrain",
-        "--out",
-        base.to_str().unwrap(),
-        "--set",
-        "pretrain.task=add2",
-        "--set",
-        "pretrain.hidden_size=64",
-        "--set",
-        "pretrain.layers=2",
-        "--set",
-        "pretrain.intermediate_size=128",
-        "--set",
-        "pretrain.steps=300",
-        "--set",
-        "pretrain.batch=64",
-        "--set",
-        "pretrain.train_size=5000",
-        "--set",
-        "pretrain.warmup_steps=20",
-        "--set",
-        "pretrain.threads=1",
-    ]);
-    assert!(
-        pre.status.success(),
-        "{}",
-        String::from_utf8_lossy(&pre.stderr)
-    );
+    let base = crate::tiny_base(dir.path());
     let cfg = dir.path().join("run.toml");
     std::fs::write(
         &cfg,
