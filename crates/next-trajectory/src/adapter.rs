@@ -75,7 +75,7 @@ impl Adapter {
             return Err(Error::format(
                 &cfg_path,
                 format!(
-                    "key `lora_alpha` is {alpha}: the scaling alpha/r would make every update zero"
+                    "key `lora_alpha` is {alpha}: the scaling alpha/r would make every update zero (verl's model merger writes 0 when the checkpoint's lora_train_meta.json is missing or alpha is below 1: write the training run's lora_alpha here)"
                 ),
             ));
         }

@@ -12,7 +12,8 @@ use crate::{Error, Result};
 pub enum Format {
     /// This project's run directory (verl layout plus `latest_checkpointed_iteration.txt`).
     Next,
-    /// verl: `global_step_N/actor/lora_adapter/`.
+    /// verl: `global_step_N/actor/lora_adapter/`, or verl 0.9's exported
+    /// `global_step_N/actor/huggingface/lora_adapter/`.
     Verl,
     /// TRL / PEFT Trainer: `checkpoint-N/` holding the adapter.
     Trl,
@@ -47,6 +48,20 @@ pub struct Checkpoint {
     pub dir: PathBuf,
 }
 
+/// The adapter of verl checkpoint `step_dir`: `actor/lora_adapter/` (verl before 0.9), else
+/// where verl 0.9's model merger puts it when its `--target_dir` is `actor/huggingface`
+/// (`python -m verl.model_merger merge --backend fsdp --local_dir global_step_N/actor
+/// --target_dir global_step_N/actor/huggingface`).
+fn verl_adapter(step_dir: &Path) -> PathBuf {
+    let direct = step_dir.join("actor/lora_adapter");
+    let exported = step_dir.join("actor/huggingface/lora_adapter");
+    if !direct.is_dir() && exported.is_dir() {
+        exported
+    } else {
+        direct
+    }
+}
+
 /// The checkpoint series of `run` in `format` (None: detect). Returns the format found and
 /// the checkpoints by ascending step.
 pub fn discover(run: &Path, format: Option<Format>) -> Result<(Format, Vec<Checkpoint>)> {
@@ -66,7 +81,7 @@ pub fn discover(run: &Path, format: Option<Format>) -> Result<(Format, Vec<Check
                 && run.join("config.resolved.toml").is_file()
             {
                 Format::Next
-            } else if verl.iter().any(|(_, d)| is_adapter(&d.join("actor/lora_adapter"))) {
+            } else if verl.iter().any(|(_, d)| is_adapter(&verl_adapter(d))) {
                 Format::Verl
             } else {
                 Format::Full
@@ -87,11 +102,18 @@ pub fn discover(run: &Path, format: Option<Format>) -> Result<(Format, Vec<Check
         }
     };
     let mut cps: Vec<Checkpoint> = match format {
-        Format::Next | Format::Verl => verl
+        Format::Next => verl
             .into_iter()
             .map(|(step, d)| Checkpoint {
                 step,
                 dir: d.join("actor/lora_adapter"),
+            })
+            .collect(),
+        Format::Verl => verl
+            .into_iter()
+            .map(|(step, d)| Checkpoint {
+                step,
+                dir: verl_adapter(&d),
             })
             .collect(),
         Format::Trl => trl
@@ -213,4 +235,84 @@ fn numbered(dir: &Path, prefix: &str) -> Result<Vec<(u64, PathBuf)>> {
     }
     out.sort();
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Creates `files` (paths under a temporary run) and checks what `discover` finds: the
+    /// format and each checkpoint's directory relative to the run.
+    fn check(files: &[&str], want: Format, dirs: &[&str]) {
+        let tmp = tempfile::tempdir().unwrap();
+        for f in files {
+            let p = tmp.path().join(f);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, "{}").unwrap();
+        }
+        let (format, cps) = discover(tmp.path(), None).unwrap();
+        let got: Vec<String> = cps
+            .iter()
+            .map(|c| {
+                c.dir
+                    .strip_prefix(tmp.path())
+                    .unwrap()
+                    .display()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(
+            (format, got),
+            (want, dirs.iter().map(|d| d.to_string()).collect())
+        );
+    }
+
+    #[test]
+    fn each_trainers_layout_is_recognised() {
+        check(
+            &[
+                "global_step_5/actor/lora_adapter/adapter_config.json",
+                "global_step_10/actor/lora_adapter/adapter_config.json",
+            ],
+            Format::Verl,
+            &[
+                "global_step_5/actor/lora_adapter",
+                "global_step_10/actor/lora_adapter",
+            ],
+        );
+        // verl 0.9 writes no adapter while training; its model merger, pointed at
+        // actor/huggingface, puts one there beside the base model's files.
+        check(
+            &[
+                "global_step_5/actor/huggingface/config.json",
+                "global_step_5/actor/huggingface/lora_adapter/adapter_config.json",
+                "global_step_10/actor/huggingface/config.json",
+                "global_step_10/actor/huggingface/lora_adapter/adapter_config.json",
+            ],
+            Format::Verl,
+            &[
+                "global_step_5/actor/huggingface/lora_adapter",
+                "global_step_10/actor/huggingface/lora_adapter",
+            ],
+        );
+        check(
+            &[
+                "checkpoint-2/adapter_config.json",
+                "checkpoint-4/adapter_config.json",
+            ],
+            Format::Trl,
+            &["checkpoint-2", "checkpoint-4"],
+        );
+        check(
+            &[
+                "global_step_5/actor/huggingface/config.json",
+                "global_step_10/actor/huggingface/config.json",
+            ],
+            Format::Full,
+            &[
+                "global_step_5/actor/huggingface",
+                "global_step_10/actor/huggingface",
+            ],
+        );
+    }
 }
