@@ -105,6 +105,26 @@ pub(crate) fn validate_saved(
     Ok(())
 }
 
+/// The start of a segment trained out of process, as the in-process trainer starts one: the
+/// run directory with its resolved config (stopping at `step`), and an [`Event::Start`] from
+/// its last checkpoint. Returns that checkpoint's step (0 for none).
+pub(crate) fn begin_segment(inner: &mut InProcess, run: &Path, step: usize) -> Result<usize> {
+    let mut cfg = inner.cfg.clone();
+    cfg.trainer.stop_at = step;
+    std::fs::create_dir_all(run).map_err(crate::io(run))?;
+    next_files::resolved::write(&run.join(next_files::resolved::FILE), &cfg)?;
+    let from = checkpoint::latest(run)?.unwrap_or(0);
+    (inner.on_train)(
+        run,
+        Event::Start {
+            step: from,
+            steps: cfg.trainer.steps,
+            resumed: from > 0,
+        },
+    );
+    Ok(from)
+}
+
 /// Sends an [`Event::Step`] for every training row of `rows` (an external trainer's metrics)
 /// after step `after`; returns the last step reported. A line still being written is read
 /// next time.

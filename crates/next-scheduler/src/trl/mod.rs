@@ -15,7 +15,6 @@ use next_predictor::Prediction;
 use next_trainer::checkpoint;
 use next_trainer::config::{AdvEstimator, KlType, LossAgg, LrSchedule, TrainConfig};
 use next_trainer::metrics;
-use next_trainer::train::Event;
 use serde_json::{json, Value};
 
 use crate::config::EngineSection;
@@ -262,19 +261,7 @@ fn check(cfg: &TrainConfig) -> Result<()> {
 
 impl Engine for Trl<'_> {
     fn train(&mut self, run: &Path, step: usize) -> Result<()> {
-        let mut cfg = self.inner.cfg.clone();
-        cfg.trainer.stop_at = step;
-        std::fs::create_dir_all(run).map_err(crate::io(run))?;
-        next_files::resolved::write(&run.join(next_files::resolved::FILE), &cfg)?;
-        let from = checkpoint::latest(run)?.unwrap_or(0);
-        (self.inner.on_train)(
-            run,
-            Event::Start {
-                step: from,
-                steps: cfg.trainer.steps,
-                resumed: from > 0,
-            },
-        );
+        let from = crate::external::begin_segment(&mut self.inner, run, step)?;
         if from < step {
             let spec = self.train_spec(run, step)?;
             self.call(run, "train", &spec)?;

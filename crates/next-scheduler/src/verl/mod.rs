@@ -21,7 +21,6 @@ use next_trainer::checkpoint::{self, TrainerState};
 use next_trainer::config::{AdvEstimator, KlType, LrSchedule, TrainConfig};
 use next_trainer::data::Prompt;
 use next_trainer::metrics;
-use next_trainer::train::Event;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -387,7 +386,7 @@ fn check(cfg: &TrainConfig, scheduler: &SchedulerSection) -> Result<()> {
     if a.overlong_buffer > 0 {
         return refuse("algorithm.overlong_buffer is not supported");
     }
-    if o_cosine(cfg) {
+    if cfg.optim.schedule == LrSchedule::Cosine {
         return refuse("optim.schedule = cosine is not supported: verl sizes its schedule by trainer.total_training_steps, which is the segment's stop step, not the run's length");
     }
     if !cfg.rollout.stop.is_empty() {
@@ -409,6 +408,17 @@ fn check(cfg: &TrainConfig, scheduler: &SchedulerSection) -> Result<()> {
     Ok(())
 }
 
+/// The jump a segment was started from (`verl/start.json`, if any), and the adapter its
+/// training starts from: the jumped one, else the run's initial adapter.
+fn segment_start(run: &Path) -> Result<(Option<Start>, PathBuf)> {
+    let jump: Option<Start> = next_files::json::read_opt(&run.join(DIR).join("start.json"))?;
+    let adapter = match &jump {
+        Some(s) => s.adapter().to_path_buf(),
+        None => checkpoint::initial_adapter(run),
+    };
+    Ok((jump, adapter))
+}
+
 /// The rank `r` of a PEFT adapter directory.
 fn adapter_rank(adapter: &Path) -> Result<i64> {
     let path = adapter.join("adapter_config.json");
@@ -417,10 +427,6 @@ fn adapter_rank(adapter: &Path) -> Result<i64> {
         .as_i64()
         .filter(|&r| r > 0)
         .ok_or_else(|| bad(format!("{}: no positive integer `r`", path.display())))
-}
-
-fn o_cosine(cfg: &TrainConfig) -> bool {
-    cfg.optim.schedule == LrSchedule::Cosine
 }
 
 /// Exports the LoRA adapter of the verl checkpoint `actor` (its `global_step_N/actor`) to `out`
@@ -543,21 +549,10 @@ impl<'a> Verl<'a> {
     /// started from, else the run's initial adapter (written here first).
     fn start(&mut self, run: &Path) -> Result<Start> {
         let dir = run.join(DIR);
-        let from_jump: Option<Start> = next_files::json::read_opt(&dir.join("start.json"))?;
-        let adapter = match &from_jump {
-            Some(s) => s.adapter().to_path_buf(),
-            None => {
-                let initial = checkpoint::initial_adapter(run);
-                if !initial.is_dir() {
-                    next_trainer::train::save_initial_adapter(
-                        &self.inner.cfg,
-                        &self.inner.base,
-                        run,
-                    )?;
-                }
-                initial
-            }
-        };
+        let (from_jump, adapter) = segment_start(run)?;
+        if from_jump.is_none() && !adapter.is_dir() {
+            next_trainer::train::save_initial_adapter(&self.inner.cfg, &self.inner.base, run)?;
+        }
         Ok(if layout::latest(&dir)?.is_some() {
             Start::Resume { adapter }
         } else {
@@ -569,10 +564,7 @@ impl<'a> Verl<'a> {
     /// layout lacks, in step order.
     fn export(&self, run: &Path, until: usize) -> Result<()> {
         let dir = run.join(DIR);
-        let config = match next_files::json::read_opt::<Start>(&dir.join("start.json"))? {
-            Some(s) => s.adapter().join("adapter_config.json"),
-            None => checkpoint::initial_adapter(run).join("adapter_config.json"),
-        };
+        let config = segment_start(run)?.1.join("adapter_config.json");
         let t = &self.inner.cfg.trainer;
         let rows = std::fs::read_to_string(dir.join("train.jsonl"))
             .map_err(crate::io(&dir))?
@@ -685,19 +677,7 @@ impl<'a> Verl<'a> {
 
 impl Engine for Verl<'_> {
     fn train(&mut self, run: &Path, step: usize) -> Result<()> {
-        let mut cfg = self.inner.cfg.clone();
-        cfg.trainer.stop_at = step;
-        std::fs::create_dir_all(run.join(DIR)).map_err(crate::io(run))?;
-        next_files::resolved::write(&run.join(next_files::resolved::FILE), &cfg)?;
-        let from = checkpoint::latest(run)?.unwrap_or(0);
-        (self.inner.on_train)(
-            run,
-            Event::Start {
-                step: from,
-                steps: cfg.trainer.steps,
-                resumed: from > 0,
-            },
-        );
+        crate::external::begin_segment(&mut self.inner, run, step)?;
         let dir = run.join(DIR);
         if layout::latest(&dir)?.is_none_or(|s| s < step) {
             self.launch(run, step)?;

@@ -21,12 +21,11 @@ _verify = NextVerify(_settings["next"], _settings["verify_args"], log=_settings.
 def compute_score(data_source, solution_str, ground_truth, extra_info=None, **kwargs):
     """verl's per-response reward: the verdict's reward as `score`, with `correct` beside it
     (verl logs a dict's other keys as reward_extra_info)."""
-    extra = dict(extra_info or {})
-    prompt = extra.pop("prompt_text", "")
     # The ground truth travels as JSON text, so that structured answers (countdown's target
     # and numbers) keep their shape through verl's dataset loader.
     truth = json.loads(ground_truth) if isinstance(ground_truth, str) else ground_truth
-    row = {"prompt": prompt, "response": solution_str, "ground_truth": truth,
-           "data_source": data_source, "extra_info": extra}
+    # verl passes no prompt: a reward function sees an empty one.
+    row = {"response": solution_str, "ground_truth": truth, "data_source": data_source,
+           "extra_info": dict(extra_info or {})}
     verdict = _verify.score([row])[0]
     return {"score": float(verdict["reward"]), "correct": float(bool(verdict["correct"]))}
