@@ -56,6 +56,12 @@ pub(crate) struct ExperimentFile {
     engine: EngineSection,
 }
 
+impl experiment::Settings for ExperimentFile {
+    fn methods_mut(&mut self) -> &mut Vec<next_predictor::Method> {
+        &mut self.experiment.methods
+    }
+}
+
 /// The tables `next experiment` adds to `next train`'s.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -141,8 +147,7 @@ pub(crate) fn execute(config: Option<&Path>, sets: &[String], out: &Path) -> Res
     let (mut cfg, plan) = prepare(config, sets)?;
     let base = ensure_base(&mut cfg.train)?;
     let resolved = out.join("config.resolved.toml");
-    let commit = experiment::current_commit();
-    let started = experiment::open(out, &cfg, &resolved, &commit)?;
+    let stamp = experiment::open(out, &cfg, &resolved, &experiment::current_commit())?;
     let text = crate::config::to_toml(&cfg)?;
     next_files::atomic::write(&resolved, text.as_bytes())?;
     let (steps, e) = (plan.steps, &plan.experiment);
@@ -224,11 +229,6 @@ pub(crate) fn execute(config: Option<&Path>, sets: &[String], out: &Path) -> Res
             Some(Store::open(&dir)?)
         }
         None => None,
-    };
-    let stamp = if started == commit {
-        commit
-    } else {
-        format!("{started} (report written by {commit})")
     };
     let r = report::write(
         &out.join("report"),

@@ -131,12 +131,8 @@ impl SamplingParams {
 }
 
 /// Chooses the next token of every row: returns `(tokens [B], logprobs [B], entropy [B])`
-/// (no entropy when greedy).
-fn choose(
-    logits: &Tensor,
-    p: &SamplingParams,
-    rng: &mut Normal,
-) -> (Tensor, Tensor, Option<Tensor>) {
+/// (no entropy when greedy). Sampling draws row b's token with the uniform `u[b]`.
+fn choose(logits: &Tensor, p: &SamplingParams, u: &[f32]) -> (Tensor, Tensor, Option<Tensor>) {
     let logits = logits.to_kind(Kind::Float);
     if p.temperature == 0.0 {
         let next = logits.argmax(-1, false);
@@ -168,9 +164,7 @@ fn choose(
     let probs = filtered.softmax(-1, Kind::Float);
     let cdf = probs.cumsum(-1, Kind::Float);
     let b = cdf.size()[0];
-    let u = Tensor::from_slice(&rng.unit(b as usize))
-        .to_device(cdf.device())
-        .view([b, 1]);
+    let u = Tensor::from_slice(u).to_device(cdf.device()).view([b, 1]);
     // Inverse-CDF sampling with host-drawn uniforms: deterministic given the seed.
     let total = cdf.narrow(1, vocab - 1, 1);
     let next = cdf
@@ -219,39 +213,64 @@ pub fn generate_with(
             .hidden_states(&batch, Some(&mut cache))?
             .narrow(1, width - 1, 1);
         let mut logits = model.logits(&last).select(1, 0);
+        // Row j of the decoding batch continues prompt `rows[j]`; finished rows are dropped
+        // from it (cache included) once they are a quarter of it, so that a few long answers
+        // do not keep every finished row computing. Rows never interact, so what each row
+        // decodes is unchanged.
+        let mut rows: Vec<usize> = (0..b).collect();
+        let mut scale = batch.jump_scale.as_ref().map(Tensor::shallow_clone);
         for step in 0..p.max_new_tokens {
-            let (next, lp, ent) = choose(&logits, p, &mut rng);
+            // One uniform per prompt and step whichever rows are left, as without dropping.
+            let u: Vec<f32> = if p.temperature == 0.0 {
+                vec![]
+            } else {
+                let all = rng.unit(b);
+                rows.iter().map(|&i| all[i]).collect()
+            };
+            let (next, lp, ent) = choose(&logits, p, &u);
             let next_v = Vec::<i64>::try_from(&next.to_device(tch::Device::Cpu))?;
             let lp_v = Vec::<f32>::try_from(&lp.to_device(tch::Device::Cpu))?;
             let ent_v = match &ent {
                 Some(e) => Vec::<f32>::try_from(&e.to_device(tch::Device::Cpu))?,
                 None => vec![],
             };
-            let mut feed = Vec::with_capacity(b);
-            for i in 0..b {
+            let mut feed = Vec::with_capacity(rows.len());
+            for (j, &i) in rows.iter().enumerate() {
                 if finished[i] {
                     feed.push(p.pad_token_id);
                     continue;
                 }
-                tokens[i].push(next_v[i]);
-                logprobs[i].push(lp_v[i]);
-                if let Some(e) = ent_v.get(i) {
+                tokens[i].push(next_v[j]);
+                logprobs[i].push(lp_v[j]);
+                if let Some(e) = ent_v.get(j) {
                     entropy[i].push(*e);
                 }
-                if p.eos_token_ids.contains(&next_v[i]) {
+                if p.eos_token_ids.contains(&next_v[j]) {
                     finished[i] = true;
                 }
-                feed.push(next_v[i]);
+                feed.push(next_v[j]);
             }
-            if finished.iter().all(|&f| f) || step + 1 == p.max_new_tokens {
+            let live: Vec<i64> = (0..rows.len())
+                .filter(|&j| !finished[rows[j]])
+                .map(|j| j as i64)
+                .collect();
+            if live.is_empty() || step + 1 == p.max_new_tokens {
                 break;
             }
+            if 4 * (rows.len() - live.len()) >= rows.len() {
+                let keep = Tensor::from_slice(&live).to_device(model.device());
+                cache.retain(&keep);
+                scale = scale.map(|s| s.index_select(0, &keep));
+                feed = live.iter().map(|&j| feed[j as usize]).collect();
+                rows = live.iter().map(|&j| rows[j as usize]).collect();
+            }
+            let n = rows.len() as i64;
             let step_batch = Batch {
                 input_ids: Tensor::from_slice(&feed)
-                    .view([b as i64, 1])
+                    .view([n, 1])
                     .to_device(model.device()),
-                attention_mask: Tensor::ones([b as i64, 1], (Kind::Int64, model.device())),
-                jump_scale: batch.jump_scale.as_ref().map(Tensor::shallow_clone),
+                attention_mask: Tensor::ones([n, 1], (Kind::Int64, model.device())),
+                jump_scale: scale.as_ref().map(Tensor::shallow_clone),
             };
             logits = model.forward(&step_batch, Some(&mut cache))?.select(1, 0);
         }

@@ -2,7 +2,8 @@
 //! extraction, each predictor's fit, and the λ search of 7 candidates, against the RL step and
 //! one validation pass measured in the same run. The search is timed two ways: every candidate
 //! written as an adapter and scored alone with the model loaded afresh (how it was done before),
-//! and all candidates decoded in one batched pass by the engine's scorer.
+//! and all candidates decoded in one batched pass by the engine's scorer. Also one validation
+//! pass at each decode batch size (`rollout.max_batch`).
 //!
 //! Usage: `jump --base DIR --out FILE.json [--k 30]`.
 #![allow(clippy::print_stdout)]
@@ -13,7 +14,6 @@ use std::time::Instant;
 use next_predictor::{PredictorKind, Trajectory};
 use next_scheduler::jump::extract_run;
 use next_scheduler::{Engine, InProcess, ScoreSet};
-use next_trainer::train::evaluate;
 use next_trainer::TrainConfig;
 use next_trajectory::store::Store;
 use serde_json::json;
@@ -49,6 +49,9 @@ fn main() {
     cfg.trainer.steps = 200;
     cfg.trainer.stop_at = k;
     cfg.trainer.val_every = 1000;
+    // The search scores on the selection split; at the validation split's size here, so that
+    // "7 candidates" compares with "one validation pass" problem for problem.
+    cfg.data.select_size = cfg.data.val_size;
     let mut engine = InProcess::new(cfg.clone(), base.clone(), Box::new(|_, _| {}));
     engine.train(&run, k).expect("train");
     let steps: Vec<f64> = next_trainer::metrics::read(&run)
@@ -99,7 +102,10 @@ fn main() {
                         .expect("write");
                     cand
                 };
-                evaluate(&cfg, &base, &[Some(a.as_path())]).expect("evaluate")[0]
+                // A fresh engine: the model loaded again, as a separate process would.
+                InProcess::new(cfg.clone(), base.clone(), Box::new(|_, _| {}))
+                    .score(&a, ScoreSet::Selection)
+                    .expect("score")
             })
             .collect::<Vec<_>>()
     });
@@ -131,11 +137,34 @@ fn main() {
         searches.push(json!({"what": format!("batched, selection split of {n}"), "seconds": secs}));
     }
 
+    // One validation pass at each decode batch size (rollout.max_batch): on a CPU a batch
+    // past the caches' size costs more per row.
+    let mut decode_batches = vec![];
+    let mut decode_scores = None;
+    for max_batch in [256, 1024, 4096] {
+        let mut c = cfg.clone();
+        c.rollout.max_batch = max_batch;
+        let mut e = InProcess::new(c, base.clone(), Box::new(|_, _| {}));
+        let score = e.score(&adapter, ScoreSet::Validation).expect("warm up");
+        let first = *decode_scores.get_or_insert(score);
+        assert_eq!(
+            score, first,
+            "greedy validation must not depend on the decode batch size"
+        );
+        let secs = median(
+            (0..3)
+                .map(|_| timed(|| e.score(&adapter, ScoreSet::Validation).expect("score")).1)
+                .collect(),
+        );
+        decode_batches.push(json!({"max_batch": max_batch, "validation_s": secs}));
+    }
+
     let report = json!({
         "k": k, "horizon": horizon, "candidates": grid.len(), "problems": cfg.data.val_size,
         "threads": tch::get_num_threads(),
         "rl_step_s": step_s, "validation_s": validation_s, "extract_s": extract_s,
         "searches": searches,
+        "decode_batches": decode_batches,
         "predictors": predictors,
         "scores": batched,
     });

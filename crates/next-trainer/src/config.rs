@@ -272,6 +272,10 @@ pub struct RolloutSection {
     pub stop: Vec<String>,
     /// Samples per prompt for the sampled validation metric (mean@N); 0 disables it.
     pub val_n: usize,
+    /// Sequences decoded together at most (rollouts, validation, the λ search): a larger
+    /// batch needs more memory. Each batch draws its samples from its own seed, so where a
+    /// step samples more sequences than this, changing it changes what is sampled.
+    pub max_batch: usize,
 }
 
 impl Default for RolloutSection {
@@ -284,6 +288,7 @@ impl Default for RolloutSection {
             max_new_tokens: 8,
             stop: vec![],
             val_n: 0,
+            max_batch: 1024,
         }
     }
 }

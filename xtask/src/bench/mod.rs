@@ -397,6 +397,13 @@ fn jump() -> Result<()> {
             f(&s["seconds"]) / step
         );
     }
+    for d in j["decode_batches"].as_array().into_iter().flatten() {
+        println!(
+            "one validation pass at rollout.max_batch = {:>4}: {:.3} s",
+            d["max_batch"].as_u64().unwrap_or(0),
+            f(&d["validation_s"])
+        );
+    }
     println!("results: {}", out.display());
     Ok(())
 }

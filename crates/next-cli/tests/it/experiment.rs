@@ -154,6 +154,43 @@ fn quick_experiment_reports_every_arm_and_resumes() {
     let err = String::from_utf8_lossy(&other.stderr);
     assert_eq!(other.status.code(), Some(1), "{err}");
     assert!(err.contains("config.resolved.toml"), "{err}");
+
+    // The methods alone may change: a new method runs only its own arms, an old one is read
+    // back as it was, and commit.txt records the sitting that added the new one.
+    let more = quick(
+        dir.path(),
+        &["--set", r#"experiment.methods=["linear-relex","ema"]"#],
+    );
+    let err = String::from_utf8_lossy(&more.stderr);
+    assert!(more.status.success(), "{err}");
+    let results3: Value =
+        serde_json::from_slice(&std::fs::read(exp.join("experiment.json")).unwrap()).unwrap();
+    let arm = |r: &Value, name: &str| {
+        r["arms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == name)
+            .cloned()
+    };
+    let names: Vec<&str> = results3["arms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["control", "linear-relex", "ema"]);
+    // Read back, not rerun (a rerun would measure other seconds).
+    assert_eq!(
+        arm(&results3, "linear-relex"),
+        arm(&results, "linear-relex")
+    );
+    let stamp = std::fs::read_to_string(exp.join("commit.txt")).unwrap();
+    let lines: Vec<&str> = stamp.lines().collect();
+    assert_eq!(lines.len(), 2, "{stamp}");
+    assert!(lines[1].starts_with("ema added at "), "{stamp}");
+    let md = std::fs::read_to_string(report.join("report.md")).unwrap();
+    assert!(md.contains("ema added at"), "{md}");
 }
 
 #[test]

@@ -87,6 +87,17 @@ impl KvCache {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+
+    /// Keeps only the rows `rows` (indices into the current rows, in the order given), so
+    /// that decoding stops paying for rows that have finished.
+    pub fn retain(&mut self, rows: &Tensor) {
+        for (k, v) in &mut self.layers {
+            *k = k.index_select(0, rows);
+            *v = v.index_select(0, rows);
+        }
+        self.key_valid = self.key_valid.index_select(0, rows);
+        self.seen = self.seen.index_select(0, rows);
+    }
 }
 
 /// The `[B, T]` int64 token ids and `[B, T]` attention mask (1 = token, 0 = padding) of a

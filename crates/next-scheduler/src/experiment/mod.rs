@@ -302,28 +302,53 @@ fn k_dir(out: &Path, seed: u64, k: usize) -> PathBuf {
 
 /// The settings an experiment directory's arms were made with.
 pub const SETTINGS: &str = "settings.json";
-/// The commit that started the experiment.
+/// The commit that started the experiment, then one line per sitting that added methods.
 pub const COMMIT: &str = "commit.txt";
 
-/// Opens the experiment directory `out` for `settings` (the whole typed configuration): a
-/// directory made with other settings is refused (its finished arms would be mixed with new
-/// ones; `resolved` names the file a person compares), one made with the same settings is
-/// resumed. Records the settings and the commit that started it; returns that commit.
-pub fn open<S>(out: &Path, settings: &S, resolved: &Path, commit: &str) -> Result<String>
-where
-    S: Serialize + DeserializeOwned + PartialEq,
-{
+/// The settings an experiment directory is opened with: the whole typed configuration.
+pub trait Settings: Serialize + DeserializeOwned + PartialEq + Clone {
+    /// The methods compared: the one setting that may change between sittings (each method's
+    /// arms are directories of their own, so adding one only runs its arms).
+    fn methods_mut(&mut self) -> &mut Vec<Method>;
+}
+
+/// Opens the experiment directory `out` for `settings`: a directory made with other settings
+/// is refused (its finished arms would be mixed with new ones; `resolved` names the file a
+/// person compares), one made with the same settings is resumed, and one made with other
+/// methods only gains the new methods (`commit.txt` then says at which commit they were
+/// added). Records the settings and the commit that started it; returns the stamp for the
+/// report: that record (one entry per sitting that added methods, joined by "; "), and the
+/// commit writing the report when it is another.
+pub fn open<S: Settings>(
+    out: &Path,
+    settings: &S,
+    resolved: &Path,
+    commit: &str,
+) -> Result<String> {
     std::fs::create_dir_all(out).map_err(io(out))?;
     let path = out.join(SETTINGS);
+    let mut record = settings.clone();
+    let mut added = Vec::new();
     // Compared as parsed, so keys added since (with their defaults) are not a change.
-    if let Some(before) = next_files::json::read_opt::<S>(&path).ok().flatten() {
-        if &before != settings {
+    if let Some(mut before) = next_files::json::read_opt::<S>(&path).ok().flatten() {
+        let ran = std::mem::take(before.methods_mut());
+        let mut now = settings.clone();
+        let wanted = std::mem::take(now.methods_mut());
+        if before != now {
             return Err(Error::Config(format!(
-                "{} holds an experiment with other settings than these (compare {}); use another --out, or delete it to start over",
+                "{} holds an experiment with other settings than these (compare {}); only experiment.methods may change; use another --out, or delete it to start over",
                 out.display(),
                 resolved.display()
             )));
         }
+        for m in wanted {
+            if !ran.contains(&m) && !added.contains(&m) {
+                added.push(m);
+            }
+        }
+        // Every method ever run stays recorded, so removing one and adding it back later
+        // is not a new sitting.
+        *record.methods_mut() = ran.into_iter().chain(added.iter().copied()).collect();
     } else if path.exists() {
         return Err(Error::Config(format!(
             "{} cannot be read; delete the experiment directory {} to start over",
@@ -331,14 +356,37 @@ where
             out.display()
         )));
     }
-    next_files::json::write(&path, settings)?;
+    // commit.txt first: a crash between the two writes then at worst records a sitting twice,
+    // never a method in settings.json whose sitting commit.txt lacks.
     let started = out.join(COMMIT);
-    if !started.is_file() {
-        next_files::atomic::write(&started, commit.as_bytes())?;
+    let mut lines: Vec<String> = std::fs::read_to_string(&started)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect();
+    if lines.is_empty() {
+        lines.push(commit.to_string());
+    } else if !added.is_empty() {
+        let names: Vec<String> = added.iter().map(ToString::to_string).collect();
+        lines.push(format!("{} {ADDED_AT}{commit}", names.join(", ")));
     }
-    let text = std::fs::read_to_string(&started).map_err(io(&started))?;
-    Ok(text.trim().to_string())
+    next_files::atomic::write(&started, lines.join("\n").as_bytes())?;
+    next_files::json::write(&path, &record)?;
+    let last = lines
+        .last()
+        .map(|l| l.rsplit(ADDED_AT).next().unwrap_or(l))
+        .unwrap_or(commit);
+    let stamp = lines.join("; ");
+    Ok(if last == commit {
+        stamp
+    } else {
+        format!("{stamp} (report written by {commit})")
+    })
 }
+
+/// How `commit.txt` records a sitting that added methods: `<methods> added at <commit>`.
+const ADDED_AT: &str = "added at ";
 
 /// The commit of the git checkout the experiment runs in (and whether it has changes), for
 /// the report.

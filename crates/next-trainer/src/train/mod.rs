@@ -78,7 +78,7 @@ fn sampling(r: &RolloutSection, n: usize, temperature: f64) -> SamplingConfig {
         top_k: r.top_k,
         max_new_tokens: r.max_new_tokens,
         stop: r.stop.clone(),
-        max_batch: 1024,
+        max_batch: r.max_batch,
     }
 }
 
@@ -238,8 +238,9 @@ fn setup<'a>(
         || t.prompts_per_step == 0
         || cfg.rollout.n == 0
         || cfg.rollout.max_new_tokens == 0
+        || cfg.rollout.max_batch == 0
     {
-        return Err(Error::Config("trainer.steps, trainer.prompts_per_step, rollout.n and rollout.max_new_tokens must be positive".into()));
+        return Err(Error::Config("trainer.steps, trainer.prompts_per_step, rollout.n, rollout.max_new_tokens and rollout.max_batch must be positive".into()));
     }
     let tok = Tokenizer::load(base_dir)?;
     let mut model = Model::load(base_dir, cfg.model.load_options()?)?;
