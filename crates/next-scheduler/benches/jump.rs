@@ -141,7 +141,7 @@ fn main() {
     // past the caches' size costs more per row.
     let mut decode_batches = vec![];
     let mut decode_scores = None;
-    for max_batch in [256, 1024, 4096] {
+    for max_batch in [256, 1024, 2048, 4096, 8192] {
         let mut c = cfg.clone();
         c.rollout.max_batch = max_batch;
         let mut e = InProcess::new(c, base.clone(), Box::new(|_, _| {}));
