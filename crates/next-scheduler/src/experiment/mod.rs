@@ -359,8 +359,11 @@ pub fn open<S: Settings>(
     // commit.txt first: a crash between the two writes then at worst records a sitting twice,
     // never a method in settings.json whose sitting commit.txt lacks.
     let started = out.join(COMMIT);
-    let mut lines: Vec<String> = std::fs::read_to_string(&started)
-        .unwrap_or_default()
+    let text = match std::fs::read_to_string(&started) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        r => r.map_err(io(&started))?,
+    };
+    let mut lines: Vec<String> = text
         .lines()
         .map(|l| l.trim().to_string())
         .filter(|l| !l.is_empty())
