@@ -137,8 +137,8 @@ fn main() {
         searches.push(json!({"what": format!("batched, selection split of {n}"), "seconds": secs}));
     }
 
-    // One validation pass at each decode batch size (rollout.max_batch): on a CPU a batch
-    // past the caches' size costs more per row.
+    // One validation pass at each decode batch size (rollout.max_batch): a tiny model pays
+    // a fixed cost per operation, so small batches cost more per row.
     let mut decode_batches = vec![];
     let mut decode_scores = None;
     for max_batch in [256, 1024, 2048, 4096, 8192] {
