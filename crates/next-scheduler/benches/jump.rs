@@ -36,6 +36,11 @@ fn timed<T>(f: impl FnOnce() -> T) -> (T, f64) {
     (out, t.elapsed().as_secs_f64())
 }
 
+/// The median seconds of three calls of `f`.
+fn median_of_3<T>(mut f: impl FnMut() -> T) -> f64 {
+    median((0..3).map(|_| timed(&mut f).1).collect())
+}
+
 fn main() {
     let base = PathBuf::from(arg("--base").expect("--base DIR"));
     let out = PathBuf::from(arg("--out").expect("--out FILE"));
@@ -64,11 +69,7 @@ fn main() {
     let adapter = next_trainer::checkpoint::adapter_dir(&run, k);
 
     // One validation pass (1,000 problems, greedy) with the model already loaded.
-    let mut val = vec![];
-    for _ in 0..3 {
-        val.push(timed(|| engine.score(&adapter, ScoreSet::Validation).expect("score")).1);
-    }
-    let validation_s = median(val);
+    let validation_s = median_of_3(|| engine.score(&adapter, ScoreSet::Validation).expect("score"));
 
     let store = dir.path().join("trajectory");
     let (_, extract_s) = timed(|| extract_run(&run, Some(k), horizon, &store).expect("extract"));
@@ -131,17 +132,10 @@ fn main() {
         c.data.select_size = n;
         let mut e = InProcess::new(c, base.clone(), Box::new(|_, _| {}));
         e.score(&adapter, ScoreSet::Selection).expect("warm up");
-        let secs = median(
-            (0..3)
-                .map(|_| {
-                    timed(|| {
-                        e.score_jumps(&adapter, &predictions, 1, &grid)
-                            .expect("score")
-                    })
-                    .1
-                })
-                .collect(),
-        );
+        let secs = median_of_3(|| {
+            e.score_jumps(&adapter, &predictions, 1, &grid)
+                .expect("score")
+        });
         searches.push(json!({"what": format!("batched, selection split of {n}"), "seconds": secs}));
     }
 
@@ -159,11 +153,7 @@ fn main() {
             score, first,
             "greedy validation must not depend on the decode batch size"
         );
-        let secs = median(
-            (0..3)
-                .map(|_| timed(|| e.score(&adapter, ScoreSet::Validation).expect("score")).1)
-                .collect(),
-        );
+        let secs = median_of_3(|| e.score(&adapter, ScoreSet::Validation).expect("score"));
         decode_batches.push(json!({"max_batch": max_batch, "validation_s": secs}));
     }
 
