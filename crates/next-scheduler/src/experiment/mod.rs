@@ -374,7 +374,10 @@ pub fn open<S: Settings>(
         let names: Vec<String> = added.iter().map(ToString::to_string).collect();
         lines.push(format!("{} {ADDED_AT}{commit}", names.join(", ")));
     }
-    next_files::atomic::write(&started, lines.join("\n").as_bytes())?;
+    let record_text = lines.join("\n");
+    if record_text != text.trim() {
+        next_files::atomic::write(&started, record_text.as_bytes())?;
+    }
     next_files::json::write(&path, &record)?;
     let last = lines
         .last()
