@@ -61,7 +61,7 @@ impl Curve {
             .map(|c| c.solve(&(a.transpose() * b)))
     }
 
-    fn eval(self, coef: &DVector<f64>, x: f64) -> f64 {
+    pub(crate) fn eval(self, coef: &DVector<f64>, x: f64) -> f64 {
         self.basis(x)
             .iter()
             .zip(coef.iter())

@@ -8,6 +8,12 @@
 //! - `two-point-factor`: the line through the last two checkpoints' factors.
 //! - `ema`: denoising only — an exponential moving average of the checkpoints' factors, so
 //!   that a gain from it is averaging, not prediction.
+//! - `next-factor`: our `next` predictor moved into factor space (where the study's diagnostics
+//!   found the trajectory easier to predict): per tensor, the top directions of θ_t − θ_0 (as
+//!   `relex-pca` finds one), each coefficient given the curve family (line, parabola, √t, log)
+//!   that best predicts the latest checkpoints from the earlier ones, and the change of the
+//!   fitted coefficients from the last checkpoint's to t + h added to it (the part of the last
+//!   checkpoint outside those directions stays where it is).
 //! - `scale-first`: the outside replication's control — the first checkpoint's update,
 //!   scaled: B_k times α with A_k, α = λ t / k (λ = 1: the first update as large as the step
 //!   count t says it would be by now), i.e. `θ_0 + α (θ_k − θ_0)` in the merged space.
@@ -31,14 +37,16 @@ pub enum FactorKind {
     TwoPointFactor,
     Ema,
     ScaleFirst,
+    NextFactor,
 }
 
 impl FactorKind {
-    pub const ALL: [FactorKind; 4] = [
+    pub const ALL: [FactorKind; 5] = [
         FactorKind::RelexPca,
         FactorKind::TwoPointFactor,
         FactorKind::Ema,
         FactorKind::ScaleFirst,
+        FactorKind::NextFactor,
     ];
 
     pub fn name(self) -> &'static str {
@@ -47,6 +55,7 @@ impl FactorKind {
             FactorKind::TwoPointFactor => "two-point-factor",
             FactorKind::Ema => "ema",
             FactorKind::ScaleFirst => "scale-first",
+            FactorKind::NextFactor => "next-factor",
         }
     }
 }
@@ -289,61 +298,22 @@ pub fn predict(kind: FactorKind, series: &FactorSeries, horizon: u64) -> Result<
             });
             (base, dir)
         }
-        FactorKind::RelexPca => {
-            // The origin: θ_0 if kept, else the first checkpoint (then one point fewer).
-            let (origin, t0, points): (&Factors, f64, Vec<(f64, &Factors)>) = match &series.init {
-                Some(init) => (
-                    init,
-                    0.0,
-                    series
-                        .steps
-                        .iter()
-                        .zip(&series.factors)
-                        .map(|(s, f)| (*s as f64, f))
-                        .collect(),
-                ),
-                None => {
-                    need(3)?;
-                    (
-                        &series.factors[0],
-                        series.steps[0] as f64,
-                        series
-                            .steps
-                            .iter()
-                            .zip(&series.factors)
-                            .skip(1)
-                            .map(|(s, f)| (*s as f64, f))
-                            .collect(),
-                    )
+        FactorKind::RelexPca | FactorKind::NextFactor => {
+            let (origin, t0, points) = anchored(series, &need)?;
+            let ts: Vec<f64> = points.iter().map(|(s, _)| s - t0).collect();
+            let tensor = |pick: &dyn Fn(&Pair) -> &DMatrix<f64>, m: &str| {
+                let xs: Vec<&DMatrix<f64>> = points.iter().map(|(_, f)| pick(&f[m])).collect();
+                let o = pick(&origin[m]);
+                match kind {
+                    FactorKind::RelexPca => {
+                        relex_tensor(o, &ts, &xs, t + h - t0) - *xs.last().unwrap()
+                    }
+                    _ => next_tensor(o, &ts, &xs, t + h - t0),
                 }
             };
-            if points.len() < 2 {
-                return Err(Error::Unsupported(
-                    "relex-pca fits a line through at least two points of the trajectory".into(),
-                ));
-            }
-            let target = t + h;
-            let predicted = map(&|m, _| Pair {
-                b: relex_tensor(
-                    &origin[m].b,
-                    &points
-                        .iter()
-                        .map(|(s, f)| (*s - t0, &f[m].b))
-                        .collect::<Vec<_>>(),
-                    target - t0,
-                ),
-                a: relex_tensor(
-                    &origin[m].a,
-                    &points
-                        .iter()
-                        .map(|(s, f)| (*s - t0, &f[m].a))
-                        .collect::<Vec<_>>(),
-                    target - t0,
-                ),
-            });
-            let dir = map(&|m, p| Pair {
-                b: &predicted[m].b - &p.b,
-                a: &predicted[m].a - &p.a,
+            let dir = map(&|m, _| Pair {
+                b: tensor(&|p| &p.b, m),
+                a: tensor(&|p| &p.a, m),
             });
             (last.clone(), dir)
         }
@@ -358,35 +328,110 @@ pub fn predict(kind: FactorKind, series: &FactorSeries, horizon: u64) -> Result<
     })
 }
 
-/// RELEX on one tensor: deltas δ_i = θ_i − θ_0 at times t_i (a T x d matrix), its top right
-/// singular vector V1 from the T x T Gram matrix, c_i = ⟨δ_i, V1⟩ fitted by a line in t, and
-/// θ_0 + c(t*) V1.
-fn relex_tensor(
-    origin: &DMatrix<f64>,
-    points: &[(f64, &DMatrix<f64>)],
-    target: f64,
-) -> DMatrix<f64> {
-    let deltas: Vec<DMatrix<f64>> = points.iter().map(|(_, x)| *x - origin).collect();
+/// The origin of the trajectory-fitting methods and the points they fit: θ_0 at t = 0 if the run
+/// kept it, else the first checkpoint (then one point fewer); at least two points.
+fn anchored<'s>(
+    series: &'s FactorSeries,
+    need: &dyn Fn(usize) -> Result<()>,
+) -> Result<(&'s Factors, f64, Vec<(f64, &'s Factors)>)> {
+    let timed = series.steps.iter().map(|s| *s as f64).zip(&series.factors);
+    let (origin, t0, points): (&Factors, f64, Vec<_>) = match &series.init {
+        Some(init) => (init, 0.0, timed.collect()),
+        None => {
+            need(3)?;
+            (
+                &series.factors[0],
+                series.steps[0] as f64,
+                timed.skip(1).collect(),
+            )
+        }
+    };
+    if points.len() < 2 {
+        return Err(Error::Unsupported(
+            "fitting a trajectory needs at least two points of it".into(),
+        ));
+    }
+    Ok((origin, t0, points))
+}
+
+/// The top directions of one tensor's deltas δ_i = θ_i − θ_0 (a T x d matrix), from its T x T
+/// Gram matrix, largest first: each as (V_k, its coefficients c_ik = ⟨δ_i, V_k⟩), at most
+/// `p`, none whose energy is negligible against the first's.
+fn directions(deltas: &[DMatrix<f64>], p: usize) -> Vec<(DMatrix<f64>, Vec<f64>)> {
     let n = deltas.len();
     let gram = DMatrix::from_fn(n, n, |i, j| deltas[i].dot(&deltas[j]));
     let eig = gram.symmetric_eigen();
-    let top = (0..n)
-        .max_by(|&i, &j| eig.eigenvalues[i].total_cmp(&eig.eigenvalues[j]))
-        .expect("at least one point");
-    let lambda = eig.eigenvalues[top];
-    if lambda <= 0.0 || !lambda.is_finite() {
-        return origin.clone();
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&i, &j| eig.eigenvalues[j].total_cmp(&eig.eigenvalues[i]));
+    let top = eig.eigenvalues[order[0]];
+    if top <= 0.0 || !top.is_finite() {
+        return vec![];
     }
-    // V1 = Σ_i y_i δ_i / sqrt(λ); c_i = ⟨δ_i, V1⟩ = sqrt(λ) y_i.
-    let y = eig.eigenvectors.column(top);
-    let mut v1 = DMatrix::zeros(origin.nrows(), origin.ncols());
-    for (i, d) in deltas.iter().enumerate() {
-        v1 += d * (y[i] / lambda.sqrt());
+    order
+        .into_iter()
+        .take(p)
+        .filter(|&e| eig.eigenvalues[e] > 1e-12 * top)
+        .map(|e| {
+            let lambda = eig.eigenvalues[e];
+            // V = Σ_i y_i δ_i / √λ; c_i = ⟨δ_i, V⟩ = √λ y_i.
+            let y = eig.eigenvectors.column(e);
+            let mut v = DMatrix::zeros(deltas[0].nrows(), deltas[0].ncols());
+            for (i, d) in deltas.iter().enumerate() {
+                v += d * (y[i] / lambda.sqrt());
+            }
+            (v, y.iter().map(|y| lambda.sqrt() * y).collect())
+        })
+        .collect()
+}
+
+/// RELEX on one tensor: the deltas' top direction V1, its coefficient fitted by a line in t,
+/// and θ_0 + c(t*) V1.
+fn relex_tensor(
+    origin: &DMatrix<f64>,
+    ts: &[f64],
+    points: &[&DMatrix<f64>],
+    target: f64,
+) -> DMatrix<f64> {
+    let deltas: Vec<DMatrix<f64>> = points.iter().map(|x| *x - origin).collect();
+    match directions(&deltas, 1).pop() {
+        Some((v1, c)) => {
+            let (slope, intercept) = least_squares(ts, &c);
+            origin + v1 * (intercept + slope * target)
+        }
+        None => origin.clone(),
     }
-    let c: Vec<f64> = (0..n).map(|i| lambda.sqrt() * y[i]).collect();
-    let ts: Vec<f64> = points.iter().map(|(t, _)| *t).collect();
-    let (slope, intercept) = least_squares(&ts, &c);
-    origin + v1 * (intercept + slope * target)
+}
+
+/// How many directions `next-factor` follows per tensor (as `next` does per matrix).
+pub const NEXT_DIRECTIONS: usize = 2;
+
+/// `next-factor` on one tensor: the predicted change from the last point, Σ_k (ĉ_k(t*) −
+/// c_k(t_last)) V_k, each ĉ_k the curve that [`crate::curves::select`] picks; the origin is one
+/// more point, c = 0 at t = 0.
+fn next_tensor(
+    origin: &DMatrix<f64>,
+    ts: &[f64],
+    points: &[&DMatrix<f64>],
+    target: f64,
+) -> DMatrix<f64> {
+    let deltas: Vec<DMatrix<f64>> = points.iter().map(|x| *x - origin).collect();
+    let t_last = *ts.last().expect("at least two points");
+    let mut x: Vec<f64> = ts.iter().map(|t| t / t_last).collect();
+    let with_origin = ts[0] > 0.0;
+    if with_origin {
+        x.insert(0, 0.0);
+    }
+    let mut change = DMatrix::zeros(origin.nrows(), origin.ncols());
+    for (v, mut c) in directions(&deltas, NEXT_DIRECTIONS) {
+        let now = *c.last().expect("one coefficient per point");
+        if with_origin {
+            c.insert(0, 0.0);
+        }
+        let holdout = (c.len() / 4).max(1);
+        let (curve, coef) = crate::curves::select(&x, &c, holdout, &crate::curves::Curve::ALL);
+        change += v * (curve.eval(&coef, target / t_last) - now);
+    }
+    change
 }
 
 /// The ordinary least-squares line through (x, y): (slope, intercept).
@@ -449,11 +494,40 @@ mod tests {
         // A line is predicted exactly 10 steps ahead by the line-based methods.
         check(FactorKind::TwoPointFactor, 1.0, 4.0, 1.4);
         check(FactorKind::RelexPca, 1.0, 4.0, 1.4);
+        check(FactorKind::NextFactor, 1.0, 4.0, 1.4);
+        check(FactorKind::NextFactor, 0.5, 3.5, 1.35);
         // The EMA (decay 0.5) of 1, 2, 3 is 2.25 (and of 1.1, 1.2, 1.3, 1.225).
         check(FactorKind::Ema, 1.0, 2.25, 1.225);
         // Scale-first: B_10 scaled by λ·30/10 with A_10.
         check(FactorKind::ScaleFirst, 1.0, 3.0, 1.1);
         check(FactorKind::ScaleFirst, 0.5, 1.5, 1.1);
+    }
+
+    #[test]
+    fn next_factor_follows_a_curve_that_a_line_would_overshoot() {
+        // B moves as √(t/10) from θ_0 = 0, A stays put: 40 steps past t = 60, B is √10.
+        let points: Vec<(u64, f64, f64)> =
+            (1..=6).map(|k| (10 * k, (k as f64).sqrt(), 2.0)).collect();
+        let s = series(&points, Some((0.0, 2.0)));
+        let check = |kind, b: f64| {
+            let p = &predict(kind, &s, 40).unwrap().at(1.0)["m"];
+            assert!(
+                (p.b[(0, 0)] - b).abs() < 1e-9,
+                "{kind:?}: b {}",
+                p.b[(0, 0)]
+            );
+            assert_eq!(
+                p.a[(0, 0)],
+                2.0,
+                "{kind:?}: A did not move, nor may its prediction"
+            );
+        };
+        check(FactorKind::NextFactor, 10f64.sqrt());
+        // The line through the last two points overshoots: √6 + 4 (√6 − √5).
+        check(
+            FactorKind::TwoPointFactor,
+            6f64.sqrt() + 4.0 * (6f64.sqrt() - 5f64.sqrt()),
+        );
     }
 
     #[test]
@@ -463,6 +537,7 @@ mod tests {
             FactorKind::TwoPointFactor,
             FactorKind::Ema,
             FactorKind::RelexPca,
+            FactorKind::NextFactor,
         ] {
             let e = predict(kind, &s, 10).unwrap_err().to_string();
             assert!(e.contains("at least"), "{kind:?}: {e}");

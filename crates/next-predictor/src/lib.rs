@@ -13,7 +13,7 @@
 //! global and local rank-1 factors to the target's, trained with tch. `curves` is ours (`next`):
 //! per matrix, the trajectory's top directions with a curve per coefficient chosen by how well
 //! it predicts the latest checkpoints. `factor` holds the methods that work on the LoRA factors
-//! themselves (RELEX as published, scale-first, EMA, two-point in factor space); [`Method`]
+//! themselves (RELEX as published, scale-first, EMA, two-point and `next` in factor space); [`Method`]
 //! names every method. `diagnostics` measures how well a predicted change matches the one
 //! training made.
 //!
