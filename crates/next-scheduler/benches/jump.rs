@@ -3,7 +3,11 @@
 //! one validation pass measured in the same run. The search is timed two ways: every candidate
 //! written as an adapter and scored alone with the model loaded afresh (how it was done before),
 //! and all candidates decoded in one batched pass by the engine's scorer. Also one validation
-//! pass at each decode batch size (`rollout.max_batch`).
+//! pass at each decode batch size (`rollout.max_batch`). Last, what a smaller selection split
+//! costs in the choice of λ: at K = 30, 40, 50 and for each merged-space linear predictor and
+//! `next`, the 7 candidates are scored on 16 disjoint 64-problem chunks of the test split and on
+//! the 1,000-problem validation split; λ chosen on n selection problems (n = 64 ... 512, every
+//! disjoint group of chunks) loses `regret` validation accuracy against the best candidate.
 //!
 //! Usage: `jump --base DIR --out FILE.json [--k 30]`.
 #![allow(clippy::print_stdout)]
@@ -157,6 +161,17 @@ fn main() {
         decode_batches.push(json!({"max_batch": max_batch, "validation_s": secs}));
     }
 
+    let selection = selection_regret(
+        &mut engine,
+        &run,
+        &cfg,
+        &base,
+        k,
+        horizon,
+        &grid,
+        dir.path(),
+    );
+
     let report = json!({
         "k": k, "horizon": horizon, "candidates": grid.len(), "problems": cfg.data.val_size,
         "threads": tch::get_num_threads(),
@@ -165,7 +180,134 @@ fn main() {
         "decode_batches": decode_batches,
         "predictors": predictors,
         "scores": batched,
+        "selection": selection,
     });
     std::fs::write(&out, serde_json::to_string_pretty(&report).unwrap()).expect("write report");
     println!("{}", serde_json::to_string_pretty(&report).unwrap());
+}
+
+/// How much validation accuracy λ chosen on fewer selection problems gives up (see the module
+/// docs): per selection size, the mean and worst regret over every jump situation and disjoint
+/// selection, and how often the choice differs from the one on all 1,024 problems.
+#[allow(clippy::too_many_arguments)]
+fn selection_regret(
+    engine: &mut InProcess,
+    run: &std::path::Path,
+    cfg: &TrainConfig,
+    base: &std::path::Path,
+    k: usize,
+    horizon: u64,
+    grid: &[f64],
+    scratch: &std::path::Path,
+) -> serde_json::Value {
+    const CHUNK: usize = 64;
+    const CHUNKS: usize = 16;
+    // K and later (the predictors need three checkpoints, saved every 10 steps).
+    let ks = [k, k + 10, k + 20];
+    engine.train(run, k + 20).expect("train on");
+    let write = |name: &str, rows: &[next_trainer::data::Row]| {
+        let path = scratch.join(name);
+        let text: String = rows
+            .iter()
+            .map(|r| serde_json::to_string(r).unwrap() + "\n")
+            .collect();
+        std::fs::write(&path, text).expect("write rows");
+        path
+    };
+    // A scorer whose selection split is `rows` (the model loaded once, as an engine keeps it).
+    let scorer = |path: std::path::PathBuf, n: usize| {
+        let mut c = cfg.clone();
+        c.data.select = path.display().to_string();
+        c.data.select_size = n;
+        InProcess::new(c, base.to_path_buf(), Box::new(|_, _| {}))
+    };
+    let pool = next_trainer::tasks::generate(
+        cfg.data.task,
+        next_trainer::tasks::Split::Test,
+        CHUNK * CHUNKS,
+        cfg.data.seed,
+    )
+    .expect("test split");
+    let mut chunks: Vec<InProcess> = pool
+        .chunks(CHUNK)
+        .enumerate()
+        .map(|(i, rows)| scorer(write(&format!("chunk-{i}.jsonl"), rows), CHUNK))
+        .collect();
+    let (_, val_rows, _) = next_trainer::data::load_splits(&cfg.data).expect("validation split");
+    let mut truth_scorer = scorer(write("validation.jsonl", &val_rows), val_rows.len());
+
+    // Per situation: the validation score of each λ, and each chunk's.
+    let mut situations = vec![];
+    for &at in &ks {
+        let store = scratch.join(format!("trajectory-{at}"));
+        extract_run(run, Some(at), horizon, &store).expect("extract");
+        let trajectory =
+            Trajectory::from_store(&Store::open(&store).expect("store")).expect("read");
+        let adapter = next_trainer::checkpoint::adapter_dir(run, at);
+        for kind in [
+            PredictorKind::TwoPoint,
+            PredictorKind::LinearAlpharl,
+            PredictorKind::LinearRelex,
+            PredictorKind::Next,
+        ] {
+            let mut p = kind.build(None);
+            p.fit(&trajectory).expect("fit");
+            let predictions = p.predict(&trajectory, horizon, 1).expect("predict");
+            let mut score = |e: &mut InProcess| -> Vec<f64> {
+                e.score_jumps(&adapter, &predictions, 1, grid)
+                    .expect("score")
+                    .into_iter()
+                    .map(|(s, _)| s)
+                    .collect()
+            };
+            let truth = score(&mut truth_scorer);
+            let per_chunk: Vec<Vec<f64>> = chunks.iter_mut().map(&mut score).collect();
+            situations.push((at, kind, truth, per_chunk));
+        }
+    }
+
+    // The choice on a set of chunks: the best mean score, ties to the smaller jump.
+    let choose = |chunk_scores: &[&Vec<f64>]| -> usize {
+        let cands: Vec<next_predictor::search::Candidate> = grid
+            .iter()
+            .enumerate()
+            .map(|(j, &lambda)| next_predictor::search::Candidate {
+                lambda,
+                score: chunk_scores.iter().map(|c| c[j]).sum::<f64>(),
+                seconds: 0.0,
+                tokens: 0,
+            })
+            .collect();
+        let best = next_predictor::search::best(&cands).expect("candidates");
+        grid.iter()
+            .position(|&l| l == best.lambda)
+            .expect("on the grid")
+    };
+    let mut sizes = vec![];
+    for per in [1, 2, 4, 8, 16] {
+        let (mut regrets, mut differs) = (vec![], 0usize);
+        for (_, _, truth, per_chunk) in &situations {
+            let all: Vec<&Vec<f64>> = per_chunk.iter().collect();
+            let reference = choose(&all);
+            let best = truth.iter().cloned().fold(f64::MIN, f64::max);
+            for group in all.chunks(per) {
+                let j = choose(group);
+                regrets.push(best - truth[j]);
+                differs += usize::from(j != reference);
+            }
+        }
+        let n = regrets.len();
+        sizes.push(json!({
+            "problems": per * CHUNK,
+            "choices": n,
+            "mean_regret": regrets.iter().sum::<f64>() / n as f64,
+            "worst_regret": regrets.iter().cloned().fold(0.0, f64::max),
+            "differs_from_all": differs as f64 / n as f64,
+        }));
+    }
+    let situations: Vec<_> = situations
+        .iter()
+        .map(|(at, kind, truth, _)| json!({"k": at, "predictor": kind.name(), "validation": truth}))
+        .collect();
+    json!({"grid": grid, "sizes": sizes, "situations": situations})
 }

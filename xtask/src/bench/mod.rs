@@ -404,6 +404,25 @@ fn jump() -> Result<()> {
             f(&d["validation_s"])
         );
     }
+    let sel = &j["selection"];
+    println!(
+        "λ chosen on fewer selection problems ({} jumps: K and predictor): validation accuracy given up against the best candidate",
+        sel["situations"].as_array().map_or(0, Vec::len)
+    );
+    println!(
+        "{:>9} {:>8} {:>12} {:>12} {:>22}",
+        "problems", "choices", "mean regret", "worst", "λ differs from 1,024"
+    );
+    for s in sel["sizes"].as_array().into_iter().flatten() {
+        println!(
+            "{:>9} {:>8} {:>12.4} {:>12.4} {:>21.0}%",
+            s["problems"].as_u64().unwrap_or(0),
+            s["choices"].as_u64().unwrap_or(0),
+            f(&s["mean_regret"]),
+            f(&s["worst_regret"]),
+            100.0 * f(&s["differs_from_all"])
+        );
+    }
     println!("results: {}", out.display());
     Ok(())
 }
