@@ -328,14 +328,17 @@ pub fn predict(kind: FactorKind, series: &FactorSeries, horizon: u64) -> Result<
     })
 }
 
+/// Where a trajectory fit starts (its factors and step) and the (step, factors) points it fits.
+type Anchored<'s> = (&'s Factors, f64, Vec<(f64, &'s Factors)>);
+
 /// The origin of the trajectory-fitting methods and the points they fit: θ_0 at t = 0 if the run
 /// kept it, else the first checkpoint (then one point fewer); at least two points.
 fn anchored<'s>(
     series: &'s FactorSeries,
     need: &dyn Fn(usize) -> Result<()>,
-) -> Result<(&'s Factors, f64, Vec<(f64, &'s Factors)>)> {
+) -> Result<Anchored<'s>> {
     let timed = series.steps.iter().map(|s| *s as f64).zip(&series.factors);
-    let (origin, t0, points): (&Factors, f64, Vec<_>) = match &series.init {
+    let (origin, t0, points): Anchored = match &series.init {
         Some(init) => (init, 0.0, timed.collect()),
         None => {
             need(3)?;

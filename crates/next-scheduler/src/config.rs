@@ -2,8 +2,9 @@
 //! predictor, how far ahead, and how λ is chosen. Typed, so a bad value is refused when the
 //! config is read, with the key named.
 
+use next_predictor::factor::FactorKind;
 use next_predictor::search::Search;
-use next_predictor::{Method, PredictorKind};
+use next_predictor::Method;
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
@@ -30,6 +31,8 @@ pub struct SchedulerSection {
     /// Jumps (predict-extend rounds); the last segment trains to `trainer.steps`.
     pub rounds: usize,
     /// How to jump: a predictor of the merged rank-1 trajectory or a factor-space method.
+    /// `two-point-factor` by default: the study's best single jump at both conservative
+    /// learning rates (README, "When does predict-extend pay off?").
     pub predictor: Method,
     /// Steps each jump predicts ahead (also the store's target gap); a multiple of
     /// `trainer.save_every`.
@@ -54,7 +57,7 @@ impl Default for SchedulerSection {
         Self {
             segment_steps: 100,
             rounds: 1,
-            predictor: Method::Merged(PredictorKind::LinearRelex),
+            predictor: Method::Factor(FactorKind::TwoPointFactor),
             horizon: 50,
             search: SearchKind::Grid,
             grid: (1..=8).map(|i| i as f64 * 0.5).collect(),
