@@ -301,14 +301,14 @@ pub fn predict(kind: FactorKind, series: &FactorSeries, horizon: u64) -> Result<
         FactorKind::RelexPca | FactorKind::NextFactor => {
             let (origin, t0, points) = anchored(series, &need)?;
             let ts: Vec<f64> = points.iter().map(|(s, _)| s - t0).collect();
+            // Each method's change from the last point, from the deltas θ_i − θ_0 of one tensor.
             let tensor = |pick: &dyn Fn(&Pair) -> &DMatrix<f64>, m: &str| {
-                let xs: Vec<&DMatrix<f64>> = points.iter().map(|(_, f)| pick(&f[m])).collect();
                 let o = pick(&origin[m]);
+                let deltas: Vec<DMatrix<f64>> =
+                    points.iter().map(|(_, f)| pick(&f[m]) - o).collect();
                 match kind {
-                    FactorKind::RelexPca => {
-                        relex_tensor(o, &ts, &xs, t + h - t0) - *xs.last().unwrap()
-                    }
-                    _ => next_tensor(o, &ts, &xs, t + h - t0),
+                    FactorKind::RelexPca => relex_tensor(&deltas, &ts, t + h - t0),
+                    _ => next_tensor(&deltas, &ts, t + h - t0),
                 }
             };
             let dir = map(&|m, _| Pair {
@@ -387,45 +387,35 @@ fn directions(deltas: &[DMatrix<f64>], p: usize) -> Vec<(DMatrix<f64>, Vec<f64>)
         .collect()
 }
 
-/// RELEX on one tensor: the deltas' top direction V1, its coefficient fitted by a line in t,
-/// and θ_0 + c(t*) V1.
-fn relex_tensor(
-    origin: &DMatrix<f64>,
-    ts: &[f64],
-    points: &[&DMatrix<f64>],
-    target: f64,
-) -> DMatrix<f64> {
-    let deltas: Vec<DMatrix<f64>> = points.iter().map(|x| *x - origin).collect();
-    match directions(&deltas, 1).pop() {
+/// RELEX on one tensor's deltas δ_i = θ_i − θ_0 at times t_i: their top direction V1, its
+/// coefficient fitted by a line in t, and the prediction θ_0 + c(t*) V1 as a change from the
+/// last point, c(t*) V1 − δ_last.
+fn relex_tensor(deltas: &[DMatrix<f64>], ts: &[f64], target: f64) -> DMatrix<f64> {
+    let last = deltas.last().expect("at least two points");
+    match directions(deltas, 1).pop() {
         Some((v1, c)) => {
             let (slope, intercept) = least_squares(ts, &c);
-            origin + v1 * (intercept + slope * target)
+            v1 * (intercept + slope * target) - last
         }
-        None => origin.clone(),
+        None => -last,
     }
 }
 
 /// How many directions `next-factor` follows per tensor (as `next` does per matrix).
 pub const NEXT_DIRECTIONS: usize = 2;
 
-/// `next-factor` on one tensor: the predicted change from the last point, Σ_k (ĉ_k(t*) −
-/// c_k(t_last)) V_k, each ĉ_k the curve that [`crate::curves::select`] picks; the origin is one
-/// more point, c = 0 at t = 0.
-fn next_tensor(
-    origin: &DMatrix<f64>,
-    ts: &[f64],
-    points: &[&DMatrix<f64>],
-    target: f64,
-) -> DMatrix<f64> {
-    let deltas: Vec<DMatrix<f64>> = points.iter().map(|x| *x - origin).collect();
+/// `next-factor` on one tensor's deltas δ_i = θ_i − θ_0 at times t_i: the predicted change from
+/// the last point, Σ_k (ĉ_k(t*) − c_k(t_last)) V_k, each ĉ_k the curve that
+/// [`crate::curves::select`] picks; the origin is one more point, c = 0 at t = 0.
+fn next_tensor(deltas: &[DMatrix<f64>], ts: &[f64], target: f64) -> DMatrix<f64> {
     let t_last = *ts.last().expect("at least two points");
     let mut x: Vec<f64> = ts.iter().map(|t| t / t_last).collect();
     let with_origin = ts[0] > 0.0;
     if with_origin {
         x.insert(0, 0.0);
     }
-    let mut change = DMatrix::zeros(origin.nrows(), origin.ncols());
-    for (v, mut c) in directions(&deltas, NEXT_DIRECTIONS) {
+    let mut change = DMatrix::zeros(deltas[0].nrows(), deltas[0].ncols());
+    for (v, mut c) in directions(deltas, NEXT_DIRECTIONS) {
         let now = *c.last().expect("one coefficient per point");
         if with_origin {
             c.insert(0, 0.0);
