@@ -19,7 +19,8 @@ pub struct PretrainArgs {
     /// Dotted overrides, e.g. --set pretrain.steps=500.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     sets: Vec<String>,
-    /// Output HF model directory (default: pretrain.out).
+    /// Where to pretrain the HF model directory (default: pretrain.out) when no base shipped in
+    /// `bases/` has these settings; the directory of the base used is printed either way.
     #[arg(long)]
     out: Option<PathBuf>,
 }

@@ -67,7 +67,9 @@ pub use generate::{
     generate, generate_with, Generation, GenerationConfig, SamplingParams, StopTokens,
 };
 pub use lora::{LoraConfig, TargetModules};
-pub use model::{Batch, JumpTerms, KvCache, LoadOptions, Model, RankOneTerms};
+pub use model::{
+    Batch, FactorLine, FactorTerms, Jump, JumpTerms, KvCache, LoadOptions, Model, RankOneTerms,
+};
 pub use tch::{Device, Kind, Tensor};
 pub use tokenizer::{ChatMessage, Tokenizer};
 

@@ -2,12 +2,14 @@
 //! extraction, each predictor's fit, and the λ search of 7 candidates, against the RL step and
 //! one validation pass measured in the same run. The search is timed two ways: every candidate
 //! written as an adapter and scored alone with the model loaded afresh (how it was done before),
-//! and all candidates decoded in one batched pass by the engine's scorer. Also one validation
-//! pass at each decode batch size (`rollout.max_batch`). Last, what a smaller selection split
-//! costs in the choice of λ: at K = 30, 40, 50 and for each merged-space linear predictor and
-//! `next`, the 7 candidates are scored on 16 disjoint 64-problem chunks of the test split and on
-//! the 1,000-problem validation split; λ chosen on n selection problems (n = 64 ... 512, every
-//! disjoint group of chunks) loses `regret` validation accuracy against the best candidate.
+//! and all candidates decoded in one batched pass by the engine's scorer; on the selection
+//! split, the same for the factor-space default (two-point-factor), one candidate at a time by
+//! the loaded scorer against batched. Also one validation pass at each decode batch size
+//! (`rollout.max_batch`). Last, what a smaller selection split costs in the choice of λ: at
+//! K = 30, 40, 50 and for each merged-space linear predictor and `next`, the 7 candidates are
+//! scored on 16 disjoint 64-problem chunks of the test split and on the 1,000-problem
+//! validation split; λ chosen on n selection problems (n = 64 ... 512, every disjoint group of
+//! chunks) loses `regret` validation accuracy against the best candidate.
 //!
 //! Usage: `jump --base DIR --out FILE.json [--k 30]`.
 #![allow(clippy::print_stdout)]
@@ -15,9 +17,10 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use next_predictor::factor::{self, FactorKind, FactorSeries};
 use next_predictor::{PredictorKind, Trajectory};
-use next_scheduler::jump::extract_run;
-use next_scheduler::{Engine, InProcess, ScoreSet};
+use next_scheduler::jump::{extract_run, write_candidate, Predicted, Source};
+use next_scheduler::{score_alone, Engine, InProcess, ScoreSet};
 use next_trainer::TrainConfig;
 use next_trajectory::store::Store;
 use serde_json::json;
@@ -94,6 +97,21 @@ fn main() {
             "jump_s": extract_s + fit_s, "jump_steps": (extract_s + fit_s) / step_s}));
     }
     let predictions = relex.expect("linear-relex predicted");
+    let relex = Predicted::Merged(predictions.clone());
+    // Factor-space methods read the checkpoints' factors instead of the store; two-point-factor
+    // is `next run`'s default. The run loop extracts the store for every method, so it counts.
+    let (factor_jump, factor_fit_s) = timed(|| {
+        let source = Source::of_run(&run, Some(k), &store).expect("source");
+        let series =
+            FactorSeries::read(&source.checkpoints, source.initial.as_deref()).expect("factors");
+        Predicted::Factor(
+            factor::predict(FactorKind::TwoPointFactor, &series, horizon).expect("predict"),
+        )
+    });
+    predictors.push(
+        json!({"predictor": FactorKind::TwoPointFactor.name(), "fit_s": factor_fit_s,
+        "jump_s": extract_s + factor_fit_s, "jump_steps": (extract_s + factor_fit_s) / step_s}),
+    );
 
     // Before: each candidate written as an adapter and scored by a fresh evaluation.
     let (alone, alone_s) = timed(|| {
@@ -117,7 +135,7 @@ fn main() {
     // Now: every candidate in one batched pass of the engine's scorer.
     let (batched, batched_s) = timed(|| {
         engine
-            .score_jumps(&adapter, &predictions, 1, &grid)
+            .score_jumps(&adapter, &relex, 1, &grid)
             .expect("score")
     });
     assert_eq!(
@@ -130,17 +148,62 @@ fn main() {
         json!({"what": format!("batched, {} problems", cfg.data.val_size), "seconds": batched_s}),
     ];
     // On the selection split (the scorer loaded beforehand, as an engine keeps it; the median
-    // of three, as for the validation pass it is compared with).
+    // of three, as for the validation pass it is compared with), and the seconds of the whole
+    // jump (extraction, fit, search on the default 128 problems) per method.
+    let mut whole = vec![];
     for n in [256, 128] {
         let mut c = cfg.clone();
         c.data.select_size = n;
         let mut e = InProcess::new(c, base.clone(), Box::new(|_, _| {}));
         e.score(&adapter, ScoreSet::Selection).expect("warm up");
-        let secs = median_of_3(|| {
-            e.score_jumps(&adapter, &predictions, 1, &grid)
-                .expect("score")
-        });
+        let secs = median_of_3(|| e.score_jumps(&adapter, &relex, 1, &grid).expect("score"));
         searches.push(json!({"what": format!("batched, selection split of {n}"), "seconds": secs}));
+        // Two-point-factor: its candidates written as adapters and scored one at a time by the
+        // loaded scorer (how `next run` searched before), and batched.
+        let mut scores = None;
+        let alone_s = median_of_3(|| {
+            scores = Some(
+                score_alone(&mut e, &adapter, &grid, &|l, dir| {
+                    write_candidate(&factor_jump, &adapter, l, 1, dir).map(|_| ())
+                })
+                .expect("score"),
+            )
+        });
+        let mut batched = None;
+        let batched_s = median_of_3(|| {
+            batched = Some(
+                e.score_jumps(&adapter, &factor_jump, 1, &grid)
+                    .expect("score"),
+            )
+        });
+        assert_eq!(
+            scores, batched,
+            "the batched factor-space search must score as the candidates alone"
+        );
+        searches.push(
+            json!({"what": format!("two-point-factor, one at a time, selection split of {n}"),
+            "seconds": alone_s}),
+        );
+        searches.push(
+            json!({"what": format!("two-point-factor, batched, selection split of {n}"),
+            "seconds": batched_s}),
+        );
+        if n == 128 {
+            let relex_fit = predictors
+                .iter()
+                .find(|p| p["predictor"] == PredictorKind::LinearRelex.name())
+                .and_then(|p| p["jump_s"].as_f64())
+                .expect("linear-relex timed");
+            for (method, s) in [
+                (PredictorKind::LinearRelex.name(), relex_fit + secs),
+                (
+                    FactorKind::TwoPointFactor.name(),
+                    extract_s + factor_fit_s + batched_s,
+                ),
+            ] {
+                whole.push(json!({"predictor": method, "seconds": s, "rl_steps": s / step_s}));
+            }
+        }
     }
 
     // One validation pass at each decode batch size (rollout.max_batch): a tiny model pays
@@ -177,6 +240,7 @@ fn main() {
         "threads": tch::get_num_threads(),
         "rl_step_s": step_s, "validation_s": validation_s, "extract_s": extract_s,
         "searches": searches,
+        "whole_jump_128": whole,
         "decode_batches": decode_batches,
         "predictors": predictors,
         "scores": batched,
@@ -252,9 +316,9 @@ fn selection_regret(
         ] {
             let mut p = kind.build(None);
             p.fit(&trajectory).expect("fit");
-            let predictions = p.predict(&trajectory, horizon, 1).expect("predict");
+            let predicted = Predicted::Merged(p.predict(&trajectory, horizon, 1).expect("predict"));
             let mut score = |e: &mut InProcess| -> Vec<f64> {
-                e.score_jumps(&adapter, &predictions, 1, grid)
+                e.score_jumps(&adapter, &predicted, 1, grid)
                     .expect("score")
                     .into_iter()
                     .map(|(s, _)| s)

@@ -3,15 +3,16 @@
 
 use std::path::{Path, PathBuf};
 
-use next_predictor::Prediction;
+use next_predictor::factor::FactorJump;
 use next_trainer::checkpoint;
 use next_trainer::config::TrainConfig;
 use next_trainer::metrics;
-use next_trainer::train::{self, Event, ScoreSet, Scorer};
+use next_trainer::train::{self, Event, FactorLine, Jump, ScoreSet, Scorer};
 use next_verifiers::Registry;
 use serde_json::{Map, Value};
 
 use crate::config::{EngineKind, EngineSection, SchedulerSection};
+use crate::jump::Predicted;
 use crate::{Engine, Result, Trl, Verl};
 
 /// A callback for training progress: the segment's run directory and the trainer's event.
@@ -114,28 +115,29 @@ impl Engine for InProcess<'_> {
     fn score_jumps(
         &mut self,
         adapter: &Path,
-        predictions: &[Prediction],
+        predicted: &Predicted,
         rank: usize,
         lambdas: &[f64],
     ) -> Result<Vec<(f64, u64)>> {
-        let terms: Vec<_> = predictions
-            .iter()
-            .map(|p| {
-                let module = p
-                    .module
-                    .strip_prefix(next_files::peft::PREFIX)
-                    .unwrap_or(&p.module)
-                    .to_string();
-                let terms = p.terms[..p.terms.len().min(rank)]
+        let scorer = self.scorer(ScoreSet::Selection)?;
+        Ok(match predicted {
+            Predicted::Merged(predictions) => {
+                let terms: Vec<_> = predictions
                     .iter()
-                    .map(|(s, u, v)| (*s, u.as_slice().to_vec(), v.as_slice().to_vec()))
+                    .map(|p| {
+                        let terms = p.terms[..p.terms.len().min(rank)]
+                            .iter()
+                            .map(|(s, u, v)| (*s, u.as_slice().to_vec(), v.as_slice().to_vec()))
+                            .collect();
+                        (module_path(&p.module), terms)
+                    })
                     .collect();
-                (module, terms)
-            })
-            .collect();
-        Ok(self
-            .scorer(ScoreSet::Selection)?
-            .score_jumps(adapter, &terms, lambdas)?)
+                scorer.score_jumps(adapter, Jump::Added(&terms), lambdas)?
+            }
+            Predicted::Factor(f) => {
+                scorer.score_jumps(adapter, Jump::Factor(&factor_terms(f)), lambdas)?
+            }
+        })
     }
 
     fn start_from(
@@ -184,4 +186,31 @@ pub fn build<'a>(
         EngineKind::Trl => Box::new(Trl::new(inproc, section.clone(), next)?),
         EngineKind::Verl => Box::new(Verl::new(inproc, section.clone(), scheduler, next)?),
     })
+}
+
+/// The model's path of a module from its PEFT key stem (`base_model.model.` dropped).
+fn module_path(stem: &str) -> String {
+    stem.strip_prefix(next_files::peft::PREFIX)
+        .unwrap_or(stem)
+        .to_string()
+}
+
+/// `jump`'s line of candidates per module, as the model's jump branch takes it (row-major).
+fn factor_terms(jump: &FactorJump) -> Vec<(String, FactorLine)> {
+    let row_major = |m: &nalgebra::DMatrix<f64>| m.transpose().as_slice().to_vec();
+    jump.base
+        .iter()
+        .map(|(stem, p)| {
+            let d = &jump.dir[stem];
+            let line = FactorLine {
+                r: p.a.nrows(),
+                scaling: jump.scaling,
+                b: row_major(&p.b),
+                a: row_major(&p.a),
+                db: row_major(&d.b),
+                da: row_major(&d.a),
+            };
+            (module_path(stem), line)
+        })
+        .collect()
 }

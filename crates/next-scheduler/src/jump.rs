@@ -17,7 +17,7 @@ use next_trajectory::layout::{discover, Format};
 use next_trajectory::store::Store;
 use serde::{Deserialize, Serialize};
 
-use crate::{Engine, Error, Result, ScoreSet};
+use crate::{Engine, Error, Result};
 
 /// The record of a jump, `extend.json` beside the adapter it wrote.
 pub const RECORD: &str = "extend.json";
@@ -232,7 +232,7 @@ pub fn jump(
     let fit_seconds = t.elapsed().as_secs_f64();
     let candidates = match (&plan.search, scorer) {
         (Some(how), Some(engine)) => search::run(how, &mut |lambdas: &[f64]| {
-            let scores = score(engine, adapter, &predicted, plan.rank, lambdas)?;
+            let scores = engine.score_jumps(adapter, &predicted, plan.rank, lambdas)?;
             for (&l, (s, _)) in lambdas.iter().zip(&scores) {
                 on_candidate(l, *s);
             }
@@ -243,7 +243,7 @@ pub fn jump(
     let best = search::best(&candidates);
     let lambda = best.map_or(plan.lambda, |c| c.lambda);
     let staging = Staging::new(out)?;
-    let (r, lora_alpha) = write(&predicted, adapter, lambda, plan.rank, staging.path())?;
+    let (r, lora_alpha) = write_candidate(&predicted, adapter, lambda, plan.rank, staging.path())?;
     let record = Jump {
         predictor: name,
         lambda,
@@ -266,10 +266,11 @@ pub fn jump(
     Ok((record, predicted))
 }
 
-/// Writes candidate λ into the directory `dir`; returns its rank and alpha. λ = 0 is no jump:
-/// the adapter as it was, without the rank an extension adds (a zero-initialised extra rank
-/// would still train, so "no jump" would not continue as the run itself would).
-fn write(
+/// Writes candidate λ of `predicted` from `adapter` into the existing directory `dir`; returns
+/// its rank and alpha. λ = 0 is no jump: the adapter as it was, without the rank an extension
+/// adds (a zero-initialised extra rank would still train, so "no jump" would not continue as
+/// the run itself would).
+pub fn write_candidate(
     predicted: &Predicted,
     adapter: &Path,
     lambda: f64,
@@ -292,37 +293,4 @@ fn write(
             (a.r, a.alpha)
         }
     })
-}
-
-/// Selection scores of the candidates λ: merged-space jumps through the engine's batched
-/// scoring, factor-space ones written as adapters and scored one by one.
-fn score(
-    engine: &mut dyn Engine,
-    adapter: &Path,
-    predicted: &Predicted,
-    rank: usize,
-    lambdas: &[f64],
-) -> Result<Vec<(f64, u64)>> {
-    match predicted {
-        Predicted::Merged(p) => engine.score_jumps(adapter, p, rank, lambdas),
-        Predicted::Factor(_) => {
-            let scratch = tempfile::Builder::new()
-                .prefix("next-lambda-")
-                .tempdir()
-                .map_err(|e| next_files::Error::io(std::env::temp_dir(), e))?;
-            lambdas
-                .iter()
-                .enumerate()
-                .map(|(i, &l)| {
-                    if l == 0.0 {
-                        return engine.score(adapter, ScoreSet::Selection);
-                    }
-                    let dir = scratch.path().join(format!("candidate-{i}"));
-                    std::fs::create_dir_all(&dir).map_err(|e| next_files::Error::io(&dir, e))?;
-                    write(predicted, adapter, l, rank, &dir)?;
-                    engine.score(&dir, ScoreSet::Selection)
-                })
-                .collect()
-        }
-    }
 }

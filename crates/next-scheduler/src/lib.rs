@@ -41,7 +41,7 @@
 
 use std::path::Path;
 
-use next_predictor::Prediction;
+use jump::Predicted;
 pub use next_trainer::train::ScoreSet;
 
 mod child;
@@ -102,32 +102,19 @@ pub trait Engine {
     /// The greedy reward of the base with `adapter` on the split `set`, and the tokens
     /// generated to score it.
     fn score(&mut self, adapter: &Path, set: ScoreSet) -> Result<(f64, u64)>;
-    /// The selection reward (and tokens) of `adapter` jumped by λ times `predictions` (their
-    /// first `rank` terms), for each λ of `lambdas`; λ = 0 is `adapter` itself. The default
-    /// writes each candidate as an adapter in a temporary directory and scores it alone.
+    /// The selection reward (and tokens) of each candidate λ of `predicted` from `adapter`
+    /// (a merged-space prediction's first `rank` terms) for each λ of `lambdas`; λ = 0 is
+    /// `adapter` itself. The default scores each candidate alone ([`score_alone`]).
     fn score_jumps(
         &mut self,
         adapter: &Path,
-        predictions: &[Prediction],
+        predicted: &Predicted,
         rank: usize,
         lambdas: &[f64],
     ) -> Result<Vec<(f64, u64)>> {
-        let scratch = tempfile::Builder::new()
-            .prefix("next-lambda-")
-            .tempdir()
-            .map_err(io(&std::env::temp_dir()))?;
-        let mut out = Vec::with_capacity(lambdas.len());
-        for (i, &lambda) in lambdas.iter().enumerate() {
-            let dir = scratch.path().join(format!("candidate-{i}"));
-            let scored = if lambda == 0.0 {
-                self.score(adapter, ScoreSet::Selection)?
-            } else {
-                next_predictor::extend::write_extended(adapter, predictions, lambda, rank, &dir)?;
-                self.score(&dir, ScoreSet::Selection)?
-            };
-            out.push(scored);
-        }
-        Ok(out)
+        score_alone(self, adapter, lambdas, &|lambda, dir| {
+            jump::write_candidate(predicted, adapter, lambda, rank, dir).map(|_| ())
+        })
     }
     /// Makes `run` start at `from`'s checkpoint `step` (data cursor, seed) with `adapter`,
     /// and that checkpoint's optimizer moments if `keep_moments` (else fresh ones).
@@ -144,4 +131,32 @@ pub trait Engine {
     /// The multiple of the configured learning rate the runs trained from now on use (a tuned
     /// baseline trains at several).
     fn set_lr_scale(&mut self, scale: f64);
+}
+
+/// Scores each candidate λ of a search alone on the selection split: λ = 0 is `adapter`, any
+/// other is written by `write` into a new (empty) temporary directory first. What any engine can do (the
+/// [`Engine`] defaults); the in-process engine decodes all candidates in one pass instead.
+pub fn score_alone<E: Engine + ?Sized>(
+    engine: &mut E,
+    adapter: &Path,
+    lambdas: &[f64],
+    write: &dyn Fn(f64, &Path) -> Result<()>,
+) -> Result<Vec<(f64, u64)>> {
+    let scratch = tempfile::Builder::new()
+        .prefix("next-lambda-")
+        .tempdir()
+        .map_err(io(&std::env::temp_dir()))?;
+    let mut out = Vec::with_capacity(lambdas.len());
+    for (i, &lambda) in lambdas.iter().enumerate() {
+        let scored = if lambda == 0.0 {
+            engine.score(adapter, ScoreSet::Selection)?
+        } else {
+            let dir = scratch.path().join(format!("candidate-{i}"));
+            std::fs::create_dir(&dir).map_err(io(&dir))?;
+            write(lambda, &dir)?;
+            engine.score(&dir, ScoreSet::Selection)?
+        };
+        out.push(scored);
+    }
+    Ok(out)
 }

@@ -5,6 +5,7 @@
 mod extract;
 
 use std::fs;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
@@ -194,8 +195,7 @@ fn train() -> Result<()> {
             .concat(),
         )
     };
-    let base = root.join("runs/base-add3");
-    next(&["pretrain", "--out", base.to_str().unwrap()])?;
+    let base = embedded_base()?;
     let rows = dir.join("train-rows.jsonl");
     let val = dir.join("val-rows.jsonl");
     next(&[
@@ -335,23 +335,35 @@ fn train() -> Result<()> {
     Ok(())
 }
 
+/// The embedded default base: the shipped one (`bases/`) when it matches the default settings,
+/// else pretrained into (or reused from) `runs/base-add3`; `next pretrain` prints which.
+fn embedded_base() -> Result<PathBuf> {
+    let out = root().join("runs/base-add3");
+    let printed = util::stdout(
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())).args([
+            "run",
+            "--release",
+            "--quiet",
+            "-p",
+            "next-cli",
+            "--",
+            "pretrain",
+            "--out",
+            out.to_str().unwrap(),
+        ]),
+    )?;
+    match printed.lines().last() {
+        Some(dir) if Path::new(dir.trim()).is_dir() => Ok(PathBuf::from(dir.trim())),
+        _ => bail!("`next pretrain` printed no base directory: {printed:?}"),
+    }
+}
+
 /// What a jump costs against the RL step and one validation pass, on the embedded default.
 fn jump() -> Result<()> {
     let root = root();
     let dir = root.join("target/bench");
     fs::create_dir_all(&dir)?;
-    let base = root.join("runs/base-add3");
-    util::cargo(&[
-        "run",
-        "--release",
-        "--quiet",
-        "-p",
-        "next-cli",
-        "--",
-        "pretrain",
-        "--out",
-        base.to_str().unwrap(),
-    ])?;
+    let base = embedded_base()?;
     let out = dir.join("jump.json");
     util::cargo(&[
         "bench",
@@ -385,16 +397,24 @@ fn jump() -> Result<()> {
         );
     }
     println!(
-        "{:<44} {:>9} {:>12} {:>10}",
+        "{:<56} {:>9} {:>12} {:>10}",
         "λ search, 7 candidates", "seconds", "validations", "RL steps"
     );
     for s in j["searches"].as_array().into_iter().flatten() {
         println!(
-            "{:<44} {:>9.3} {:>12.2} {:>10.1}",
+            "{:<56} {:>9.3} {:>12.2} {:>10.1}",
             s["what"].as_str().unwrap_or("?"),
             f(&s["seconds"]),
             f(&s["seconds"]) / f(&j["validation_s"]),
             f(&s["seconds"]) / step
+        );
+    }
+    for w in j["whole_jump_128"].as_array().into_iter().flatten() {
+        println!(
+            "whole jump with {} (extraction, fit, search on 128 problems): {:.3} s = {:.2} RL steps",
+            w["predictor"].as_str().unwrap_or("?"),
+            f(&w["seconds"]),
+            f(&w["rl_steps"])
         );
     }
     for d in j["decode_batches"].as_array().into_iter().flatten() {

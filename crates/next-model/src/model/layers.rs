@@ -48,16 +48,47 @@ pub struct Linear {
     pub weight: Tensor,
     pub bias: Option<Tensor>,
     pub lora: Option<Lora>,
-    /// A candidate jump `Σ_j σ_j u_j v_jᵀ` added with each batch row's own coefficient (see
+    /// A candidate jump, with each batch row's own coefficient λ_b (see
     /// [`crate::Model::set_jump`]).
     pub jump: Option<JumpBranch>,
 }
 
-/// The rank-k term of a jump: `U = [σ_j u_j]` (`[out, k]`) and `V = [v_jᵀ]` (`[k, in]`), f32.
+/// The jump branch of a linear layer, f32 like LoRA.
 #[derive(Debug)]
-pub struct JumpBranch {
-    pub u: Tensor,
-    pub v: Tensor,
+pub enum JumpBranch {
+    /// `λ_b U V` added to the layer and its adapter: `U = [σ_j u_j]` (`[out, k]`) and
+    /// `V = [v_jᵀ]` (`[k, in]`).
+    Added { u: Tensor, v: Tensor },
+    /// The adapter of candidate λ_b is `s (B₀ + λ_b dB)(A₀ + λ_b dA)`.
+    Factor(FactorBranch),
+}
+
+/// A factor-space candidate's branch: `h = [A₀; dA] x`, `g = h₀ + λ h_d = (A₀ + λ dA) x`, then
+/// `s [B₀, dB] [g; λ g] = s (B₀ + λ dB) g` — the candidate's adapter at the cost of one adapter
+/// of rank 2r, whatever each row's λ.
+#[derive(Debug)]
+pub struct FactorBranch {
+    /// `[2r, in]`: `[A₀; dA]`.
+    pub a: Tensor,
+    /// `[out, 2r]`: `[B₀, dB]`.
+    pub b: Tensor,
+    pub r: i64,
+    pub scaling: f64,
+    /// False when `(B₀, A₀)` are the adapter's own factors: the branch is then the adapter for
+    /// every row (λ = 0 included) and replaces it. True when the line starts elsewhere: rows
+    /// with λ_b = 0 keep the adapter, the others run the branch instead.
+    pub keeps_adapter_at_zero: bool,
+}
+
+impl FactorBranch {
+    /// `s (B₀ + λ_b dB)(A₀ + λ_b dA) x` in f32, `[rows, T, out]`.
+    fn delta(&self, x: &Tensor, scale: &Tensor) -> Tensor {
+        let lambda = scale.view([-1, 1, 1]);
+        let h = x.to_kind(Kind::Float).linear(&self.a, None::<&Tensor>);
+        let g = h.narrow(2, 0, self.r) + h.narrow(2, self.r, self.r) * &lambda;
+        let lg = &g * &lambda;
+        Tensor::cat(&[g, lg], 2).linear(&self.b, None::<&Tensor>) * self.scaling
+    }
 }
 
 /// Switches that change the forward pass without changing the weights.
@@ -73,19 +104,31 @@ impl Linear {
     fn forward(&self, x: &Tensor, mode: Mode) -> Tensor {
         let y = x.linear(&self.weight, self.bias.as_ref());
         let lora = self.lora.as_ref().filter(|_| mode.adapter);
+        let kind = x.kind();
         match (lora, &self.jump, mode.jump_scale) {
-            (Some(l), Some(j), Some(scale)) => {
-                y + l.delta_with_jump(x, mode.train, &j.u, &j.v, scale)
+            (Some(l), Some(JumpBranch::Added { u, v }), Some(scale)) => {
+                y + l.delta_with_jump(x, mode.train, u, v, scale)
             }
-            (l, Some(j), Some(scale)) => {
+            (l, Some(JumpBranch::Added { u, v }), Some(scale)) => {
                 // A jump without an adapter: λ_b Σ σ_j u_j (v_jᵀ x), in f32 like LoRA.
-                let kind = x.kind();
-                let d = (x.to_kind(Kind::Float).linear(&j.v, None::<&Tensor>)
+                let d = (x.to_kind(Kind::Float).linear(v, None::<&Tensor>)
                     * scale.view([-1, 1, 1]))
-                .linear(&j.u, None::<&Tensor>);
+                .linear(u, None::<&Tensor>);
                 let y = y + d.to_kind(kind);
                 match l {
                     Some(l) => y + l.delta(x, mode.train),
+                    None => y,
+                }
+            }
+            (l, Some(JumpBranch::Factor(f)), Some(scale)) if mode.adapter => {
+                let d = f.delta(x, scale);
+                if !f.keeps_adapter_at_zero {
+                    return y + d.to_kind(kind);
+                }
+                let keep = scale.eq(0.0).to_kind(Kind::Float).view([-1, 1, 1]);
+                let y = y + (d * (keep.ones_like() - &keep)).to_kind(kind);
+                match l {
+                    Some(l) => y + l.delta(x, mode.train) * keep.to_kind(kind),
                     None => y,
                 }
             }

@@ -3,7 +3,8 @@
 //!
 //! Parameter names are the HF checkpoint keys (`model.layers.0.self_attn.q_proj.weight`), so
 //! loading, saving and PEFT adapter keys map one-to-one onto the layers. `layers.rs` is the
-//! architecture, `weights.rs` where weights come from, `adapter.rs` the LoRA adapter of a model.
+//! architecture, `weights.rs` where weights come from, `adapter.rs` the LoRA adapter of a model,
+//! `jump.rs` the candidates of a jump that decode together.
 
 use std::path::Path;
 
@@ -16,11 +17,13 @@ use crate::io;
 use crate::tokenizer::Tokenizer;
 
 mod adapter;
+mod jump;
 mod layers;
 mod weights;
 
+pub use jump::{FactorLine, FactorTerms, Jump, JumpTerms, RankOneTerms};
 use layers::{DecoderLayer, Mode, RmsNorm, Rope, PROJECTIONS};
-pub use layers::{JumpBranch, Linear};
+pub use layers::{FactorBranch, JumpBranch, Linear};
 pub use weights::parameter_shapes;
 use weights::Source;
 
@@ -40,12 +43,6 @@ impl Default for LoadOptions {
         }
     }
 }
-
-/// A matrix's change as rank-1 terms `(σ, u, v)`: `Σ σ u vᵀ`.
-pub type RankOneTerms = Vec<(f64, Vec<f64>, Vec<f64>)>;
-
-/// A jump: per module path (`model.layers.0.mlp.up_proj`), its rank-1 terms.
-pub type JumpTerms = [(String, RankOneTerms)];
 
 /// A decoder-only causal language model (Llama, Qwen2 or Qwen3 layout).
 #[derive(Debug)]
@@ -297,62 +294,6 @@ impl Model {
             adapter: self.adapter_enabled,
             train: self.train,
             jump_scale: batch.jump_scale.as_ref(),
-        }
-    }
-
-    /// Adds a jump branch to the linear layers: `terms` are `(module path, [(σ, u, v), ...])`
-    /// (the rank-1 terms of its predicted change); rows of a batch then run with their own
-    /// multiple λ_b of it ([`Batch::with_jump_scale`]), exactly the function of the adapter plus
-    /// λ_b times the terms. Replaces any jump set before.
-    pub fn set_jump(&mut self, terms: &JumpTerms) -> Result<()> {
-        self.clear_jump();
-        let device = self.device;
-        let mut by: std::collections::BTreeMap<&str, &RankOneTerms> =
-            terms.iter().map(|(m, t)| (m.as_str(), t)).collect();
-        for (name, lin) in self.linears_mut() {
-            let Some(t) = by.remove(name.as_str()) else {
-                continue;
-            };
-            if t.is_empty() {
-                continue;
-            }
-            let (out, inp) = (lin.weight.size()[0], lin.weight.size()[1]);
-            if t.iter()
-                .any(|(_, u, v)| u.len() as i64 != out || v.len() as i64 != inp)
-            {
-                return Err(Error::Usage(format!(
-                    "the jump for `{name}` does not have its shape [{out}, {inp}]"
-                )));
-            }
-            let k = t.len() as i64;
-            // U = [σ_j u_j] column j, V = [v_j] row j.
-            let mut u = vec![0f32; (out * k) as usize];
-            for (j, (sigma, uu, _)) in t.iter().enumerate() {
-                for (i, x) in uu.iter().enumerate() {
-                    u[i * k as usize + j] = (sigma * x) as f32;
-                }
-            }
-            let v: Vec<f32> = t
-                .iter()
-                .flat_map(|(_, _, vv)| vv.iter().map(|x| *x as f32))
-                .collect();
-            lin.jump = Some(JumpBranch {
-                u: Tensor::from_slice(&u).view([out, k]).to_device(device),
-                v: Tensor::from_slice(&v).view([k, inp]).to_device(device),
-            });
-        }
-        if let Some(m) = by.keys().next() {
-            return Err(Error::Usage(format!(
-                "the jump names module `{m}`, which this model does not have"
-            )));
-        }
-        Ok(())
-    }
-
-    /// Removes the jump branches.
-    pub fn clear_jump(&mut self) {
-        for (_, lin) in self.linears_mut() {
-            lin.jump = None;
         }
     }
 

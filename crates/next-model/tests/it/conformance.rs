@@ -252,7 +252,7 @@ fn peft_adapter_subset_rslora_loads_in_ours() {
 }
 
 /// A model with a fresh adapter whose B factors are random (PEFT's init has B = 0).
-fn with_random_adapter(dir: &Path, targets: TargetModules) -> Model {
+pub(crate) fn with_random_adapter(dir: &Path, targets: TargetModules) -> Model {
     let mut model = Model::load(dir, LoadOptions::default()).unwrap();
     let cfg = LoraConfig {
         r: 3,

@@ -1,5 +1,7 @@
-//! Conformance with transformers and PEFT, and bad model inputs. One test binary per crate: each module is one area.
+//! Conformance with transformers and PEFT, bad model inputs, and jump candidates decoded
+//! together. One test binary per crate: each module is one area.
 
 mod bad_input;
 mod conformance;
 mod decode;
+mod jump;

@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use next_predictor::Prediction;
+use crate::jump::Predicted;
 use next_trainer::checkpoint;
 use next_trainer::config::{AdvEstimator, KlType, LossAgg, LrSchedule, TrainConfig};
 use next_trainer::metrics;
@@ -286,11 +286,11 @@ impl Engine for Trl<'_> {
     fn score_jumps(
         &mut self,
         adapter: &Path,
-        predictions: &[Prediction],
+        predicted: &Predicted,
         rank: usize,
         lambdas: &[f64],
     ) -> Result<Vec<(f64, u64)>> {
-        self.inner.score_jumps(adapter, predictions, rank, lambdas)
+        self.inner.score_jumps(adapter, predicted, rank, lambdas)
     }
 
     fn start_from(

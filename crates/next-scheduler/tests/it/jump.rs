@@ -1,10 +1,14 @@
 //! One jump's candidates scored in one batched pass equal each candidate written as an adapter
-//! and scored alone: the same greedy tokens, the same verdicts, the same scores.
+//! and scored alone: the same greedy tokens, the same verdicts, the same scores (merged-space
+//! jumps and factor-space ones).
 
+use next_predictor::factor::{self, FactorKind, FactorSeries};
 use next_predictor::{PredictorKind, Trajectory};
-use next_scheduler::jump::extract_run;
-use next_scheduler::Engine;
-use next_trainer::train::Scorer;
+use std::path::Path;
+
+use next_scheduler::jump::{checkpoints, extract_run, write_candidate, Predicted};
+use next_scheduler::{score_alone, Engine, InProcess};
+use next_trainer::train::{Jump, Scorer};
 use next_trajectory::store::Store;
 
 use crate::scheduler::{engine, train_config};
@@ -25,43 +29,9 @@ fn batched_candidates_equal_candidates_scored_alone() {
     let adapter = next_trainer::checkpoint::adapter_dir(&run, 6);
     let lambdas = [0.0, 1.0, 10.0, 50.0];
 
-    // Through the engine: the batched override against the trait's default (write, score).
-    let batched = e.score_jumps(&adapter, &predictions, 1, &lambdas).unwrap();
-    struct Alone<'a>(next_scheduler::InProcess<'a>);
-    impl Engine for Alone<'_> {
-        fn train(&mut self, run: &std::path::Path, step: usize) -> next_scheduler::Result<()> {
-            self.0.train(run, step)
-        }
-        fn score(
-            &mut self,
-            adapter: &std::path::Path,
-            set: next_scheduler::ScoreSet,
-        ) -> next_scheduler::Result<(f64, u64)> {
-            self.0.score(adapter, set)
-        }
-        fn start_from(
-            &mut self,
-            run: &std::path::Path,
-            from: &std::path::Path,
-            step: usize,
-            adapter: &std::path::Path,
-            keep: bool,
-        ) -> next_scheduler::Result<()> {
-            self.0.start_from(run, from, step, adapter, keep)
-        }
-        fn set_seed(&mut self, seed: u64) {
-            self.0.set_seed(seed)
-        }
-        fn set_lr_scale(&mut self, scale: f64) {
-            self.0.set_lr_scale(scale)
-        }
-    }
-    let alone = Alone(engine(&cfg))
-        .score_jumps(&adapter, &predictions, 1, &lambdas)
-        .unwrap();
-    assert_eq!(batched, alone);
-    // The scores differ across λ, so the comparison above is not vacuous.
-    assert!(batched.iter().any(|s| s.0 != batched[0].0), "{batched:?}");
+    let mut alone = engine(&cfg);
+    let predicted = Predicted::Merged(predictions.clone());
+    batched_equals_alone(&mut e, &mut alone, &adapter, &predicted, 1, &lambdas);
 
     // Token for token: each row's greedy response and verdict.
     let mut scorer = Scorer::new(
@@ -87,7 +57,9 @@ fn batched_candidates_equal_candidates_scored_alone() {
             (m, t)
         })
         .collect();
-    let together = scorer.validate_jumps(&adapter, &terms, &lambdas).unwrap();
+    let together = scorer
+        .validate_jumps(&adapter, Jump::Added(&terms), &lambdas)
+        .unwrap();
     for (l, v) in lambdas.iter().zip(&together) {
         let cand = dir.path().join(format!("candidate-{l}"));
         next_predictor::extend::write_extended(&adapter, &predictions, *l, 1, &cand).unwrap();
@@ -99,4 +71,36 @@ fn batched_candidates_equal_candidates_scored_alone() {
             assert_eq!(a.verdict, b.verdict, "λ {l}");
         }
     }
+
+    // Factor-space candidates (next run's default method and scale-first) on the same run.
+    let initial = next_trainer::checkpoint::initial_adapter(&run);
+    let initial = initial.is_dir().then_some(initial);
+    let series = FactorSeries::read(&checkpoints(&run, None).unwrap(), initial.as_deref()).unwrap();
+    let lambdas = [0.0, 1.0, 4.0, 16.0];
+    // Two-point-factor continues from the adapter; scale-first's line starts elsewhere, so
+    // rows with λ = 0 must keep the adapter.
+    for kind in [FactorKind::TwoPointFactor, FactorKind::ScaleFirst] {
+        let predicted = Predicted::Factor(factor::predict(kind, &series, 4).unwrap());
+        batched_equals_alone(&mut e, &mut alone, &adapter, &predicted, 1, &lambdas);
+    }
+}
+
+/// Scores the candidates of `predicted` through `e` (all in one batched pass) and through
+/// [`score_alone`] on `alone` (each written as an adapter and scored by itself): the same
+/// scores and tokens, and not all the same score.
+fn batched_equals_alone(
+    e: &mut InProcess,
+    alone: &mut InProcess,
+    adapter: &Path,
+    predicted: &Predicted,
+    rank: usize,
+    lambdas: &[f64],
+) {
+    let batched = e.score_jumps(adapter, predicted, rank, lambdas).unwrap();
+    let one_by_one = score_alone(alone, adapter, lambdas, &|l, dir| {
+        write_candidate(predicted, adapter, l, rank, dir).map(|_| ())
+    })
+    .unwrap();
+    assert_eq!(batched, one_by_one);
+    assert!(batched.iter().any(|s| s.0 != batched[0].0), "{batched:?}");
 }

@@ -27,6 +27,8 @@ mod dump;
 mod score;
 mod step;
 
+/// The jumps a [`Scorer`] decodes together (the model's types, for callers that do not link it).
+pub use next_model::{FactorLine, Jump};
 pub use score::{ScoreSet, Scorer};
 
 /// What the loop reports to its caller (progress bars, console lines).

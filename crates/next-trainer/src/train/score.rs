@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use next_model::{JumpTerms, Model, Tokenizer};
+use next_model::{Jump, Model, Tokenizer};
 use next_rollout::{Prompted, Sampler, SamplingConfig, Validation};
 use next_verifiers::{Pool, Registry};
 
@@ -95,12 +95,13 @@ impl Scorer {
         })?)
     }
 
-    /// Greedy validation of `adapter` plus λ times `jump` for every λ of `lambdas`, decoded in
-    /// one pass; equal to writing each candidate as an adapter and validating it alone.
+    /// Greedy validation of `adapter` jumped by `jump`'s candidate λ for every λ of `lambdas`,
+    /// decoded in one pass; equal to writing each candidate as an adapter and validating it
+    /// alone.
     pub fn validate_jumps(
         &mut self,
         adapter: &Path,
-        jump: &JumpTerms,
+        jump: Jump,
         lambdas: &[f64],
     ) -> Result<Vec<Validation>> {
         self.attach(Some(adapter))?;
@@ -124,7 +125,7 @@ impl Scorer {
     pub fn score_jumps(
         &mut self,
         adapter: &Path,
-        jump: &JumpTerms,
+        jump: Jump,
         lambdas: &[f64],
     ) -> Result<Vec<(f64, u64)>> {
         let v = self.validate_jumps(adapter, jump, lambdas)?;
