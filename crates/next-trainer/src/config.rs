@@ -290,7 +290,7 @@ impl Default for RolloutSection {
             max_new_tokens: 8,
             stop: vec![],
             val_n: 0,
-            max_batch: 1024,
+            max_batch: 512,
         }
     }
 }
