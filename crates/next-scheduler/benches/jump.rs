@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use next_predictor::factor::{self, FactorKind, FactorSeries};
 use next_predictor::{PredictorKind, Trajectory};
-use next_scheduler::jump::{extract_run, write_candidate, Predicted, Source};
+use next_scheduler::jump::{extract_run, Predicted, Source};
 use next_scheduler::{score_alone, Engine, InProcess, ScoreSet};
 use next_trainer::TrainConfig;
 use next_trajectory::store::Store;
@@ -92,7 +92,7 @@ fn main() {
         });
         predictors.push(json!({"predictor": kind.name(), "fit_s": fit_s,
             "jump_s": extract_s + fit_s, "jump_steps": (extract_s + fit_s) / step_s}));
-        predictions
+        (predictions, fit_s)
     };
     // `next-reference` is fitted last, after every timed pass: once its networks have trained
     // (side by side on rayon's threads, or on two libtorch threads; not on one thread alone),
@@ -100,13 +100,13 @@ fn main() {
     // 2026-11-30; the cause is not known yet).
     for kind in PredictorKind::ALL {
         if kind != PredictorKind::NextReference {
-            let predictions = fit(kind, &mut predictors);
+            let fitted = fit(kind, &mut predictors);
             if kind == PredictorKind::LinearRelex {
-                relex = Some(predictions);
+                relex = Some(fitted);
             }
         }
     }
-    let predictions = relex.expect("linear-relex predicted");
+    let (predictions, relex_fit_s) = relex.expect("linear-relex predicted");
     let relex = Predicted::Merged(predictions.clone());
     // Factor-space methods read the checkpoints' factors instead of the store; two-point-factor
     // is `next run`'s default. The run loop extracts the store for every method, so it counts.
@@ -139,12 +139,7 @@ fn main() {
         // loaded scorer (how `next run` searched before), and batched.
         let mut scores = None;
         let alone_s = median_of_3(|| {
-            scores = Some(
-                score_alone(&mut e, &adapter, &grid, &|l, dir| {
-                    write_candidate(&factor_jump, &adapter, l, 1, dir).map(|_| ())
-                })
-                .expect("score"),
-            )
+            scores = Some(score_alone(&mut e, &adapter, &factor_jump, 1, &grid).expect("score"))
         });
         let mut batched = None;
         let batched_s = median_of_3(|| {
@@ -166,13 +161,11 @@ fn main() {
             "seconds": batched_s}),
         );
         if n == 128 {
-            let relex_fit = predictors
-                .iter()
-                .find(|p| p["predictor"] == PredictorKind::LinearRelex.name())
-                .and_then(|p| p["jump_s"].as_f64())
-                .expect("linear-relex timed");
             for (method, s) in [
-                (PredictorKind::LinearRelex.name(), relex_fit + secs),
+                (
+                    PredictorKind::LinearRelex.name(),
+                    extract_s + relex_fit_s + secs,
+                ),
                 (
                     FactorKind::TwoPointFactor.name(),
                     extract_s + factor_fit_s + batched_s,

@@ -112,9 +112,7 @@ pub trait Engine {
         rank: usize,
         lambdas: &[f64],
     ) -> Result<Vec<(f64, u64)>> {
-        score_alone(self, adapter, lambdas, &|lambda, dir| {
-            jump::write_candidate(predicted, adapter, lambda, rank, dir).map(|_| ())
-        })
+        score_alone(self, adapter, predicted, rank, lambdas)
     }
     /// Makes `run` start at `from`'s checkpoint `step` (data cursor, seed) with `adapter`,
     /// and that checkpoint's optimizer moments if `keep_moments` (else fresh ones).
@@ -133,14 +131,16 @@ pub trait Engine {
     fn set_lr_scale(&mut self, scale: f64);
 }
 
-/// Scores each candidate λ of a search alone on the selection split: λ = 0 is `adapter`, any
-/// other is written by `write` into a new (empty) temporary directory first. What any engine can do (the
-/// [`Engine`] defaults); the in-process engine decodes all candidates in one pass instead.
+/// Scores each candidate λ of `predicted` alone on the selection split: λ = 0 is `adapter`, any
+/// other is written as an adapter into a temporary directory first ([`jump::write_candidate`]).
+/// What any engine can do (the [`Engine`] default); the in-process engine decodes all
+/// candidates in one pass instead.
 pub fn score_alone<E: Engine + ?Sized>(
     engine: &mut E,
     adapter: &Path,
+    predicted: &Predicted,
+    rank: usize,
     lambdas: &[f64],
-    write: &dyn Fn(f64, &Path) -> Result<()>,
 ) -> Result<Vec<(f64, u64)>> {
     let scratch = tempfile::Builder::new()
         .prefix("next-lambda-")
@@ -153,7 +153,7 @@ pub fn score_alone<E: Engine + ?Sized>(
         } else {
             let dir = scratch.path().join(format!("candidate-{i}"));
             std::fs::create_dir(&dir).map_err(io(&dir))?;
-            write(lambda, &dir)?;
+            jump::write_candidate(predicted, adapter, lambda, rank, &dir)?;
             engine.score(&dir, ScoreSet::Selection)?
         };
         out.push(scored);

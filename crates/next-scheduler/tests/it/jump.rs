@@ -6,7 +6,7 @@ use next_predictor::factor::{self, FactorKind, FactorSeries};
 use next_predictor::{PredictorKind, Trajectory};
 use std::path::Path;
 
-use next_scheduler::jump::{checkpoints, extract_run, write_candidate, Predicted};
+use next_scheduler::jump::{checkpoints, extract_run, Predicted};
 use next_scheduler::{score_alone, Engine, InProcess};
 use next_trainer::train::{Jump, Scorer};
 use next_trajectory::store::Store;
@@ -97,10 +97,7 @@ fn batched_equals_alone(
     lambdas: &[f64],
 ) {
     let batched = e.score_jumps(adapter, predicted, rank, lambdas).unwrap();
-    let one_by_one = score_alone(alone, adapter, lambdas, &|l, dir| {
-        write_candidate(predicted, adapter, l, rank, dir).map(|_| ())
-    })
-    .unwrap();
+    let one_by_one = score_alone(alone, adapter, predicted, rank, lambdas).unwrap();
     assert_eq!(batched, one_by_one);
     assert!(batched.iter().any(|s| s.0 != batched[0].0), "{batched:?}");
 }
