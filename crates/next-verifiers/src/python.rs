@@ -6,7 +6,8 @@
 //! the sandbox that model-written code gets (`code`). What is bounded is its effect on a run: a
 //! call that raises, overruns its time, or returns something other than a finite number becomes
 //! an `error` verdict with the message; a worker that dies is restarted and its batch retried
-//! once; a file or function that cannot be loaded is an [`Error`] at start-up.
+//! once, and a batch that kills it again is scored one row at a time, so that only the row that
+//! kills it is an `error`; a file or function that cannot be loaded is an [`Error`] at start-up.
 
 use std::fmt;
 use std::io::{BufRead, BufReader, Write};
@@ -369,6 +370,8 @@ impl PythonReward {
             Some(v) => v.as_f64().is_some_and(|x| x > 0.0),
             None => score > 0.0,
         };
+        // The verl engine's reward.py reads the extras back from this form, `score S; {JSON}`
+        // (`next verify --serve` answers with the detail, not the extras).
         let detail = if extras.is_empty() {
             format!("score {score}")
         } else {
@@ -397,6 +400,86 @@ impl PythonReward {
         (0..n)
             .map(|_| Verdict::error(format!("{}: {msg}", self.label)))
             .collect()
+    }
+
+    /// A fresh worker in the slot of one that died or was killed; when none starts, the slot
+    /// is freed.
+    fn restart(&self) -> Result<Worker> {
+        Worker::start(&self.f, &self.opts)
+            .map(|(w, _)| w)
+            .inspect_err(|_| self.retire())
+    }
+
+    /// `rows` as one call to `worker`, with `timeout_s` per row (and [`GRACE`]) to answer.
+    fn ask(&self, worker: &mut Worker, rows: &[Value]) -> Result<Vec<Verdict>, Failure> {
+        let request = json!({"rows": rows, "timeout": self.opts.timeout_s}).to_string();
+        let budget = Duration::from_secs_f64(self.opts.timeout_s.max(0.0) * rows.len() as f64);
+        let results = worker.call(&request, budget + GRACE)?;
+        Ok(if results.len() == rows.len() {
+            results.iter().map(|r| self.verdict(r)).collect()
+        } else {
+            self.all_error(
+                rows.len(),
+                &format!(
+                    "the worker answered {} rows of {}",
+                    results.len(),
+                    rows.len()
+                ),
+            )
+        })
+    }
+
+    /// The rows of a batch that killed its worker twice, each in a call of its own, so that
+    /// only a row that kills the worker again (or overruns its time) fails; the others are
+    /// scored as usual, in order. Each row has a budget of one restart, for the worker it
+    /// killed, so a batch of B rows starts at most B + 2 workers in all (two for the batch,
+    /// then one per row): a function that always exits costs B + 2 starts, not more, and one
+    /// that exits on one row costs 3. (A TRL function then sees batches of one completion.)
+    fn one_at_a_time(&self, worker: Worker, rows: &[Value], died: &str) -> Vec<Verdict> {
+        tracing::warn!(
+            "reward worker for {} died on a batch twice ({died}); scoring its {} rows one at a time",
+            self.label,
+            rows.len()
+        );
+        let n = rows.len();
+        let mut worker = Ok(worker);
+        let mut out = Vec::with_capacity(n);
+        for (k, row) in rows.iter().enumerate() {
+            let w = match worker.as_mut() {
+                Ok(w) => w,
+                Err(e) => {
+                    out.push(Verdict::error(format!(
+                        "{}: the worker died and could not be restarted: {e}",
+                        self.label
+                    )));
+                    continue;
+                }
+            };
+            let why = match self.ask(w, std::slice::from_ref(row)) {
+                Ok(mut v) => {
+                    out.push(v.pop().expect("one verdict per row"));
+                    continue;
+                }
+                Err(Failure::Died(status)) => format!(
+                    "the worker died on this row (row {} of a batch of {n}: {status}), \
+                     alone as in its batch; the function may exit the process",
+                    k + 1
+                ),
+                Err(Failure::Timeout) => format!(
+                    "the worker overran its time on this row (row {} of a batch of {n}: {} s) \
+                     and was killed",
+                    k + 1,
+                    self.opts.timeout_s.max(0.0) + GRACE.as_secs_f64()
+                ),
+            };
+            out.push(Verdict::error(format!("{}: {why}", self.label)));
+            // This row's one restart: the next row (or batch) needs a live worker.
+            worker = self.restart().map_err(|e| e.to_string());
+        }
+        if let Ok(w) = worker {
+            self.checkin(w);
+        }
+        out
     }
 }
 
@@ -433,39 +516,27 @@ impl Verifier for PythonReward {
                 })
             })
             .collect();
-        let request = json!({"rows": rows, "timeout": self.opts.timeout_s}).to_string();
-        let budget = Duration::from_secs_f64(self.opts.timeout_s.max(0.0) * items.len() as f64);
-        let deadline = budget + GRACE;
         let mut worker = match self.checkout() {
             Ok(w) => w,
             Err(e) => return self.all_error(items.len(), &format!("no worker: {e}")),
         };
-        let mut died = None;
+        // The batch in one call; a worker that dies is restarted and the batch sent once more.
+        let mut died = String::new();
         for _attempt in 0..2 {
-            match worker.call(&request, deadline) {
-                Ok(results) if results.len() == items.len() => {
+            match self.ask(&mut worker, &rows) {
+                Ok(verdicts) => {
                     self.checkin(worker);
-                    return results.iter().map(|r| self.verdict(r)).collect();
-                }
-                Ok(results) => {
-                    self.checkin(worker);
-                    return self.all_error(
-                        items.len(),
-                        &format!(
-                            "the worker answered {} rows of {}",
-                            results.len(),
-                            items.len()
-                        ),
-                    );
+                    return verdicts;
                 }
                 Err(Failure::Timeout) => {
                     drop(worker);
                     self.retire();
+                    let budget = self.opts.timeout_s.max(0.0) * items.len() as f64;
                     return self.all_error(
                         items.len(),
                         &format!(
                             "the worker overran its time ({} s for this batch) and was killed",
-                            deadline.as_secs_f64()
+                            budget + GRACE.as_secs_f64()
                         ),
                     );
                 }
@@ -474,28 +545,30 @@ impl Verifier for PythonReward {
                         "reward worker for {} died ({status}); restarting it",
                         self.label
                     );
-                    died = Some(status);
+                    died = status;
                     drop(worker);
-                    worker = match Worker::start(&self.f, &self.opts) {
-                        Ok((w, _)) => w,
+                    worker = match self.restart() {
+                        Ok(w) => w,
                         Err(e) => {
-                            self.retire();
                             return self.all_error(
                                 items.len(),
                                 &format!("the worker died and could not be restarted: {e}"),
-                            );
+                            )
                         }
                     };
                 }
             }
         }
-        self.checkin(worker);
-        self.all_error(
-            items.len(),
-            &format!(
-                "the worker died on this batch twice ({}); the function may exit the process",
-                died.unwrap_or_default()
-            ),
-        )
+        if rows.len() == 1 {
+            self.checkin(worker);
+            return self.all_error(
+                1,
+                &format!(
+                    "the worker died on this row twice ({died}); the function may exit the process"
+                ),
+            );
+        }
+        // Twice: some row kills the worker (say it calls os._exit); find it.
+        self.one_at_a_time(worker, &rows, &died)
     }
 }

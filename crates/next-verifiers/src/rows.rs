@@ -113,12 +113,17 @@ fn job(
     })
 }
 
-/// `row` with its verdict's `reward`, `correct`, `kind` and `detail`.
+/// `row` with its verdict's `reward`, `correct`, `kind`, `detail` and, when there are any, `extra`.
 fn annotate(row: &mut Map<String, Value>, v: crate::Verdict) {
     row.insert("reward".into(), v.reward.into());
     row.insert("correct".into(), v.correct.into());
     row.insert("kind".into(), v.kind.as_str().into());
     row.insert("detail".into(), v.detail.into());
+    // A reward function's numbers beside its score, for whoever reads the rows (the verl
+    // engine's reward shim hands them to verl as reward_extra_info).
+    if !v.extra.is_empty() {
+        row.insert("extra".into(), v.extra.into_iter().collect());
+    }
 }
 
 /// Progress of [`score`], for a progress bar.

@@ -2,6 +2,8 @@
 
 use std::process::Command;
 
+use serde_json::Value;
+
 use crate::next;
 
 const ROWS: &str = r#"{"id": 1, "response": "so \\boxed{\\frac{1}{2}}", "ground_truth": "0.5", "data_source": "openai/gsm8k"}
@@ -211,6 +213,47 @@ fn bad_input_names_file_and_line() {
     );
 }
 
+fn close(a: &Value, b: &Value) -> bool {
+    let (a, b) = (a.as_f64().unwrap(), b.as_f64().unwrap());
+    (a - b).abs() <= 1e-12 * a.abs().max(1.0)
+}
+
+/// What calling `FILE:NAME` directly in Python (the interpreter `next verify` uses) returns for
+/// the JSONL rows of `input`: verl's `compute_score` once per row, a TRL function once for all,
+/// with the columns `next verify` passes (an absent prompt is empty; extra_info's keys are
+/// columns too).
+fn direct(f: &str, style: &str, input: &std::path::Path) -> Vec<Value> {
+    let script = r#"
+import importlib.util, json, os, sys
+f, style, input = sys.argv[1:4]
+path, name = f.rsplit(":", 1)
+sys.path.insert(0, os.path.dirname(path))
+spec = importlib.util.spec_from_file_location("m", path)
+m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)
+fn = getattr(m, name)
+rows = [json.loads(l) for l in open(input) if l.strip()]
+if style == "verl":
+    out = [fn(data_source=r["data_source"], solution_str=r["response"], ground_truth=r["ground_truth"],
+              extra_info=r["extra_info"]) for r in rows]
+else:
+    columns = {k: [r["extra_info"][k] for r in rows] for k in rows[0]["extra_info"]}
+    out = fn(prompts=[r.get("prompt", "") for r in rows], completions=[r["response"] for r in rows],
+             ground_truth=[r["ground_truth"] for r in rows], data_source=[r["data_source"] for r in rows],
+             extra_info=[r["extra_info"] for r in rows], **columns)
+print(json.dumps(out))
+"#;
+    let out = Command::new(next_files::python::interpreter(None))
+        .args(["-c", script, f, style, input.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// The reward files the verifier crate's tests use.
 fn reward_file(name: &str) -> String {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -242,50 +285,55 @@ fn python_reward_functions_score_rows_and_name_failures() {
         a.extend(extra);
         next(&a)
     };
-    // verl style (detected from the signature): a dict with extra keys.
-    let out = run(
-        &format!("{}:compute_score", reward_file("verl_math.py")),
-        &[],
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
-    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(rows[0]["reward"], 1.0);
-    assert_eq!(rows[0]["correct"], true);
-    assert!(
-        rows[0]["detail"]
-            .as_str()
-            .unwrap()
-            .contains("\"pred\":\"7\""),
-        "{}",
-        rows[0]
-    );
+    let scored = |out: std::process::Output| -> Vec<Value> {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    // verl style (detected from the signature): a dict with extra keys. The reference is the
+    // same function called directly on the same rows.
+    let f = format!("{}:compute_score", reward_file("verl_math.py"));
+    let want = direct(&f, "verl", &input);
+    let rows = scored(run(&f, &[]));
+    assert_eq!(rows.len(), want.len());
+    for (i, (got, want)) in rows.iter().zip(&want).enumerate() {
+        assert!(
+            close(&got["reward"], &want["score"]),
+            "row {i}: {got} vs {want}"
+        );
+        assert_eq!(got["correct"], want["acc"], "row {i}: {got} vs {want}");
+        let kind = if want["acc"] == true {
+            "correct"
+        } else {
+            "wrong"
+        };
+        assert_eq!(got["kind"], kind, "row {i}: {got}");
+        let pred = format!("\"pred\":{}", want["pred"]);
+        assert!(
+            got["detail"].as_str().unwrap().contains(&pred),
+            "row {i}: {got}"
+        );
+    }
+    // The rows tell right from wrong (one each), so agreeing is not trivial.
     assert_eq!(
-        (rows[1]["reward"].as_f64(), rows[1]["kind"].as_str()),
-        (Some(0.0), Some("wrong"))
+        (want[0]["acc"].clone(), want[1]["acc"].clone()),
+        (true.into(), false.into())
     );
     // TRL style, named explicitly, with an extra_info key as a column.
-    let out = run(
-        &format!("{}:weighted_reward", reward_file("trl_math.py")),
-        &["--reward-fn-style", "trl"],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rewards: Vec<f64> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["reward"]
-                .as_f64()
-                .unwrap()
-        })
-        .collect();
-    assert_eq!(rewards, vec![2.0, 0.0]);
+    let f = format!("{}:weighted_reward", reward_file("trl_math.py"));
+    let want = direct(&f, "trl", &input);
+    let rows = scored(run(&f, &["--reward-fn-style", "trl"]));
+    assert_eq!(rows.len(), want.len());
+    for (i, (got, want)) in rows.iter().zip(&want).enumerate() {
+        assert!(close(&got["reward"], want), "row {i}: {got} vs {want}");
+    }
+    assert_ne!(want[0], want[1]);
     // A function that raises on a row: the run finishes, the row is an error named by line.
     let out = run(&format!("{}:returns_string", reward_file("bad.py")), &[]);
     let err = String::from_utf8_lossy(&out.stderr);
@@ -313,4 +361,113 @@ fn python_reward_functions_score_rows_and_name_failures() {
     }
     let out = run("x.py:f", &["--reward-fn-style", "tensorflow"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("expected auto, verl or trl"));
+}
+
+#[test]
+fn the_verl_engines_reward_shim_returns_a_reward_functions_numeric_extras() {
+    // The verl engine's `reward.py` (what verl calls) with its `next verify --serve` client and
+    // settings, as the engine writes them, scoring with a Python reward function: the verl
+    // reward file's compute_score, except that it raises on "boom".
+    let dir = tempfile::tempdir().unwrap();
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../next-scheduler/src");
+    for (from, to) in [
+        ("verl/reward.py", "reward.py"),
+        ("next_verify.py", "next_verify.py"),
+    ] {
+        std::fs::copy(src.join(from), dir.path().join(to)).unwrap();
+    }
+    let file = dir.path().join("fn.py");
+    std::fs::write(
+        &file,
+        format!(
+            "import sys\nsys.path.insert(0, {d:?})\nfrom verl_math import compute_score as inner\n\
+             def compute_score(data_source, solution_str, ground_truth, extra_info=None):\n    \
+             if solution_str == 'boom':\n        raise ValueError('boom')\n    \
+             return inner(data_source, solution_str, ground_truth, extra_info)\n",
+            d = std::path::Path::new(&reward_file("verl_math.py"))
+                .parent()
+                .unwrap()
+                .display()
+                .to_string()
+        ),
+    )
+    .unwrap();
+    let settings = serde_json::json!({
+        "next": env!("CARGO_BIN_EXE_next"),
+        "verify_args": ["--reward-fn", format!("{}:compute_score", file.display()),
+                        "--workers", "1", "--timeout", "10"],
+        "log": dir.path().join("verify.log"),
+    });
+    std::fs::write(dir.path().join("reward.json"), settings.to_string()).unwrap();
+    let responses = [
+        "so \\boxed{7}",
+        "boom",
+        "it is 8, after a long and winding explanation",
+    ];
+    // verl passes the ground truth as the engine wrote it: JSON text.
+    let script = r#"
+import importlib.util, json, sys
+spec = importlib.util.spec_from_file_location("reward", sys.argv[1])
+shim = importlib.util.module_from_spec(spec); spec.loader.exec_module(shim)
+sys.path.insert(0, sys.argv[2])
+from verl_math import compute_score
+responses = json.loads(sys.argv[3])
+print(json.dumps({
+    "shim": [shim.compute_score("acme", r, json.dumps("7"), {"weight": 1.0}) for r in responses],
+    "direct": [compute_score("acme", r, "7", {"weight": 1.0}) for r in responses],
+}))
+"#;
+    let out = Command::new(next_files::python::interpreter(None))
+        .args([
+            "-c",
+            script,
+            dir.path().join("reward.py").to_str().unwrap(),
+            std::path::Path::new(&reward_file("verl_math.py"))
+                .parent()
+                .unwrap()
+                .to_str()
+                .unwrap(),
+            &serde_json::to_string(&responses).unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (shim, direct) = (
+        v["shim"].as_array().unwrap(),
+        v["direct"].as_array().unwrap(),
+    );
+    for i in [0, 2] {
+        let (s, d) = (&shim[i], &direct[i]);
+        let mut keys: Vec<&str> = s.as_object().unwrap().keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        // `pred` is a string: not a number verl could log.
+        assert_eq!(
+            keys,
+            ["acc", "correct", "length_penalty", "score"],
+            "row {i}: {s}"
+        );
+        assert!(close(&s["score"], &d["score"]), "row {i}: {s} vs {d}");
+        assert!(
+            close(&s["length_penalty"], &d["length_penalty"]),
+            "row {i}: {s} vs {d}"
+        );
+        let acc = if d["acc"] == true { 1.0 } else { 0.0 };
+        assert_eq!(
+            (s["acc"].as_f64(), s["correct"].as_f64()),
+            (Some(acc), Some(acc)),
+            "row {i}"
+        );
+    }
+    assert_ne!(shim[0]["acc"], shim[2]["acc"]);
+    assert!(direct[2]["length_penalty"].as_f64().unwrap() > 0.0);
+    // The row that raised has the same keys (verl needs one value per row), all 0.
+    assert_eq!(
+        shim[1],
+        serde_json::json!({"acc": 0.0, "correct": 0.0, "length_penalty": 0.0, "score": 0.0})
+    );
 }

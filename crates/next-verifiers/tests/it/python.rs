@@ -257,12 +257,28 @@ fn misbehaving_functions_become_error_verdicts() {
             )],
         ),
         (
+            // The batch kills its worker twice, then is scored row by row: only the row that
+            // exits fails, named; the rows around it keep their scores and order.
             "exits",
-            &["fine", "exit"],
+            &["fine", "exit", "fine"],
             &[
-                (Error, 0.0, "the worker died on this batch twice"),
-                (Error, 0.0, "the worker died on this batch twice"),
+                (Correct, 1.0, "score 1"),
+                (
+                    Error,
+                    0.0,
+                    "the worker died on this row (row 2 of a batch of 3: exit status: 3)",
+                ),
+                (Correct, 1.0, "score 1"),
             ],
+        ),
+        (
+            "exits",
+            &["exit"],
+            &[(
+                Error,
+                0.0,
+                "the worker died on this row twice (exit status: 3)",
+            )],
         ),
     ];
     for (name, responses, want) in cases {
@@ -317,6 +333,47 @@ fn a_dead_worker_is_restarted_and_its_batch_retried() {
     let got = batch(&v, &["a", "b", "c"]);
     assert!(marker.exists());
     assert!(got.iter().all(|g| g.reward == 0.75), "{got:?}");
+}
+
+#[test]
+fn a_batch_that_kills_its_worker_twice_starts_at_most_b_plus_2_workers() {
+    // Every worker start imports the file, which counts it in `starts`.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("counted.py");
+    let starts = dir.path().join("starts");
+    std::fs::write(
+        &file,
+        format!(
+            "import os\nopen({s:?}, 'a').write('x')\ndef f(data_source, solution_str, ground_truth, extra_info=None):\n    if solution_str.startswith('exit'):\n        os._exit(1)\n    return 0.5\n",
+            s = starts.display().to_string()
+        ),
+    )
+    .unwrap();
+    let v = PythonReward::start(
+        format!("{}:f", file.display()).parse().unwrap(),
+        options(Style::Auto, 5.0),
+    )
+    .unwrap();
+    let count = || std::fs::read_to_string(&starts).unwrap().len();
+    assert_eq!(count(), 1);
+    // One bad row of four: two restarts for the batch, one for the row; the others are scored.
+    let got = batch(&v, &["a", "exit", "b", "c"]);
+    let rewards: Vec<f64> = got.iter().map(|g| g.reward).collect();
+    assert_eq!(rewards, vec![0.5, 0.0, 0.5, 0.5]);
+    assert_eq!(got[1].kind, VerdictKind::Error);
+    assert_eq!(count(), 1 + 3);
+    // Every row bad: B + 2 = 5 starts, no more, and every row an error.
+    let got = batch(&v, &["exit1", "exit2", "exit3"]);
+    assert!(got.iter().all(|g| g.kind == VerdictKind::Error), "{got:?}");
+    assert!(
+        got[2].detail.contains("row 3 of a batch of 3"),
+        "{}",
+        got[2].detail
+    );
+    assert_eq!(count(), 1 + 3 + 5);
+    // And the pool still serves.
+    assert_eq!(batch(&v, &["d"])[0].reward, 0.5);
+    assert_eq!(count(), 1 + 3 + 5);
 }
 
 #[test]
