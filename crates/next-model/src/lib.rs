@@ -58,6 +58,7 @@ pub mod lora;
 pub mod model;
 pub mod peft;
 mod rng;
+mod stop;
 pub mod tokenizer;
 
 pub use config::{Arch, Config};

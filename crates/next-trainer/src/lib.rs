@@ -40,6 +40,7 @@ pub mod loss;
 pub mod metrics;
 pub mod optim;
 pub mod pretrain;
+mod row;
 pub mod tasks;
 #[cfg(feature = "testing")]
 pub mod testing;

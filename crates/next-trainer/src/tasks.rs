@@ -7,7 +7,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::data::{Prompt, Row};
+use crate::row::{Prompt, Row};
 use crate::{Error, Result};
 
 /// Which split a problem belongs to (decided by a hash of the problem itself, so the splits are

@@ -12,8 +12,8 @@ use tch::{Device, Kind, Tensor};
 
 use crate::config::{kind_name, Config};
 use crate::error::{Error, Result};
-use crate::generate::{GenerationConfig, StopTokens};
 use crate::io;
+use crate::stop::{GenerationConfig, StopTokens};
 use crate::tokenizer::Tokenizer;
 
 mod adapter;

@@ -6,9 +6,8 @@
 use std::io::BufRead;
 use std::path::Path;
 
-use next_model::{ChatMessage, Tokenizer};
+use next_model::Tokenizer;
 use next_rollout::Prompted;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::config::DataSection;
@@ -17,35 +16,8 @@ use crate::{Error, Result};
 
 pub mod gym;
 
-/// A prompt: plain text, or chat messages rendered with the model's chat template.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum Prompt {
-    Text(String),
-    Chat(Vec<ChatMessage>),
-}
-
-/// One dataset row.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Row {
-    pub data_source: String,
-    pub prompt: Prompt,
-    #[serde(alias = "reward_model")]
-    pub ground_truth: Value,
-    #[serde(default)]
-    pub extra_info: Value,
-}
-
-impl Row {
-    /// The text fed to the model: chat prompts go through the chat template (with the
-    /// generation prompt); text prompts are used as they are.
-    pub fn render(&self, tok: &Tokenizer) -> next_model::Result<String> {
-        match &self.prompt {
-            Prompt::Text(t) => Ok(t.clone()),
-            Prompt::Chat(m) => tok.apply_chat_template(m, true),
-        }
-    }
-}
+// The row types live in a leaf that `tasks` can use too; their path stays `data::{Prompt, Row}`.
+pub use crate::row::{Prompt, Row};
 
 /// One row of a dataset from its JSON value; verl nests the answer as
 /// `reward_model.ground_truth`. The error names the field at fault.
