@@ -98,7 +98,9 @@ keep_moments = false
     path
 }
 
-fn run(cfg: &Path, out: &Path, crash_at: Option<usize>) -> Output {
+/// `next run` of `cfg` into `out` with the fake's switches `fake` (e.g. `FAKE_VERL_CRASH_AT`)
+/// set and the others unset.
+fn run(cfg: &Path, out: &Path, fake: &[(&str, usize)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_next"));
     cmd.args([
         "run",
@@ -111,10 +113,12 @@ fn run(cfg: &Path, out: &Path, crash_at: Option<usize>) -> Output {
         "FAKE_VERL_REAL_PYTHON",
         next_files::python::interpreter(None),
     );
-    match crash_at {
-        Some(s) => cmd.env("FAKE_VERL_CRASH_AT", s.to_string()),
-        None => cmd.env_remove("FAKE_VERL_CRASH_AT"),
-    };
+    for key in ["FAKE_VERL_CRASH_AT", "FAKE_VERL_EXIT_AT"] {
+        cmd.env_remove(key);
+    }
+    for (key, step) in fake {
+        cmd.env(key, step.to_string());
+    }
     cmd.output().unwrap()
 }
 
@@ -136,7 +140,7 @@ fn verl_segments_resume_after_a_crash_export_adapters_and_continue_from_a_jump()
     let cfg = config(dir.path());
     let out = dir.path().join("run");
     // verl dies before step 3: the run stops with the end of verl's log in the error.
-    let crashed = run(&cfg, &out, Some(3));
+    let crashed = run(&cfg, &out, &[("FAKE_VERL_CRASH_AT", 3)]);
     let err = String::from_utf8_lossy(&crashed.stderr);
     assert!(!crashed.status.success());
     assert!(
@@ -144,7 +148,7 @@ fn verl_segments_resume_after_a_crash_export_adapters_and_continue_from_a_jump()
         "{err}"
     );
     // Started again, it resumes verl's checkpoint at step 2 and finishes the run.
-    ok(run(&cfg, &out, None));
+    ok(run(&cfg, &out, &[]));
     let seg0 = out.join("segment-0");
     let seg1 = out.join("segment-1");
     let launches0 = lines(&seg0.join("verl/launches.jsonl"));
@@ -211,6 +215,25 @@ fn verl_segments_resume_after_a_crash_export_adapters_and_continue_from_a_jump()
         .collect();
     assert_eq!(validated, vec![0, 2, 4]);
     // Started once more, a finished run launches nothing.
-    ok(run(&cfg, &out, None));
+    ok(run(&cfg, &out, &[]));
     assert_eq!(lines(&seg1.join("verl/launches.jsonl")).len(), 1);
+}
+
+#[test]
+fn a_verl_that_exits_cleanly_short_of_the_stop_step_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let out = dir.path().join("run");
+    // verl exits with status 0 before step 3 of a segment that stops at 4: its latest
+    // checkpoint is step 2, and the run stops there instead of exporting or jumping.
+    let early = run(&cfg, &out, &[("FAKE_VERL_EXIT_AT", 3)]);
+    let err = String::from_utf8_lossy(&early.stderr);
+    assert!(!early.status.success());
+    assert!(
+        err.contains("verl exited without a checkpoint at step 4")
+            && err.contains("(its latest: Some(2))")
+            && err.contains("launch.log"),
+        "{err}"
+    );
+    assert!(!out.join("segment-1").exists());
 }

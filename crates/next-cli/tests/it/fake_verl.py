@@ -8,7 +8,8 @@ per step through the shipped `reward.py` (so `next verify --serve` really runs),
 $VERL_FILE_LOGGER_PATH (truncating it, as verl's file logger does), and saves every save_freq
 steps and at the end in verl's layout (world size 1: model, optim and extra-state shards,
 fsdp_config.json, lora_train_meta.json with an int alpha, data.pt, and the commit mark last).
-$FAKE_VERL_CRASH_AT=N exits with an error before step N. Every launch is recorded in
+$FAKE_VERL_CRASH_AT=N exits with an error before step N; $FAKE_VERL_EXIT_AT=N exits with status 0
+before step N (a verl that stops early, e.g. on a misread step count). Every launch is recorded in
 `<default_local_dir>/launches.jsonl`. Any other invocation runs the real Python
 ($FAKE_VERL_REAL_PYTHON) with the same arguments (the engine's exporter).
 """
@@ -74,9 +75,13 @@ def main_ppo(argv):
         sys.exit("the logger path differs between the override and the environment")
     log = open(logger, "w")
     crash = int(os.environ.get("FAKE_VERL_CRASH_AT", "0"))
+    early = int(os.environ.get("FAKE_VERL_EXIT_AT", "0"))
     for s in range(step + 1, stop + 1):
         if s == crash:
             sys.exit("fake verl: crashed before step %d" % s)
+        if s == early:
+            print("fake verl: stopping early before step %d" % s)
+            sys.exit(0)
         g = torch.Generator().manual_seed(s)
         weights = {k: v + 0.05 * torch.randn(v.shape, generator=g) for k, v in sorted(weights.items())}
         # The first row answered right, the second wrong: a mean score of 0.5.

@@ -174,6 +174,59 @@ def check_optimizer(ckpt, model):
                           "optimizer state" % (path, n, tuple(s["exp_avg"].shape), tuple(p.shape)))
 
 
+def world_size():
+    """The processes training together (`WORLD_SIZE`, which `accelerate launch` and torchrun set;
+    1 without a launcher)."""
+    text = os.environ.get("WORLD_SIZE", "1")
+    try:
+        world = int(text)
+    except ValueError:
+        world = 0
+    if world < 1:
+        raise Refused("WORLD_SIZE=%r is not a positive number of processes" % text)
+    return world
+
+
+def batch_args(spec, world):
+    """The GRPOConfig batch fields that make one optimizer step take `prompts_per_step` prompts
+    x `n` samples in all, whatever the number of processes: TRL's global batch is
+    per_device_train_batch_size x processes x gradient_accumulation_steps completions (the
+    generation batch is that, once per step, unless `[engine.trl]` says otherwise)."""
+    extra = spec.get("extra") or {}
+    accum = extra.get("gradient_accumulation_steps", 1)
+    total = spec["prompts_per_step"] * spec["n"]
+    if not isinstance(accum, int) or accum < 1 or total % (world * accum) != 0:
+        raise Refused("trainer.prompts_per_step x rollout.n = %d x %d = %d completions per step do "
+                      "not split evenly over %d processes (WORLD_SIZE) x %r gradient accumulation "
+                      "steps: change trainer.prompts_per_step, rollout.n or the number of processes"
+                      % (spec["prompts_per_step"], spec["n"], total, world, accum))
+    return {"per_device_train_batch_size": total // (world * accum),
+            "gradient_accumulation_steps": accum}
+
+
+def check_batch(spec, cfg, world):
+    """Refuses a GRPOConfig whose optimizer step is not `prompts_per_step` x `n` completions over
+    `world` processes (an `[engine.trl]` batch field, or a launcher TRL disagrees with)."""
+    if cfg.world_size != world:
+        raise Refused("WORLD_SIZE says %d processes, but TRL runs in %d" % (world, cfg.world_size))
+    step = cfg.per_device_train_batch_size * cfg.world_size * cfg.gradient_accumulation_steps
+    if step != spec["prompts_per_step"] * spec["n"]:
+        raise Refused("per_device_train_batch_size %d x %d processes x gradient_accumulation_steps "
+                      "%d = %d completions per step, not trainer.prompts_per_step x rollout.n = "
+                      "%d x %d (leave per_device_train_batch_size to the engine)"
+                      % (cfg.per_device_train_batch_size, cfg.world_size,
+                         cfg.gradient_accumulation_steps, step, spec["prompts_per_step"], spec["n"]))
+
+
+def prompts_seen(args, step):
+    """The prompts TRL has drawn by optimizer step `step`, over all processes: one generation
+    batch (generation_batch_size / num_generations prompts) every steps_per_generation x
+    num_iterations micro-steps, from the first."""
+    micro = step * args.gradient_accumulation_steps
+    every = args.steps_per_generation * args.num_iterations
+    return -(-micro // every) * (args.generation_batch_size // args.num_generations)
+
+
 def train(spec):
     import torch
     import transformers
@@ -193,6 +246,8 @@ def train(spec):
     if resume is not None and not os.path.isdir(resume):
         raise Refused("%s says step %d, but %s is missing" % (os.path.join(run, LATEST), latest, resume))
     stop_at = spec["stop_at"]
+    world = world_size()
+    batch = batch_args(spec, world)
     if latest is not None and latest >= stop_at:
         return
     if int(os.environ.get("RANK", "0")) == 0:
@@ -220,8 +275,6 @@ def train(spec):
         max_grad_norm=spec["grad_clip"] if spec["grad_clip"] > 0 else 1e9,
         lr_scheduler_type=spec["schedule"],
         warmup_steps=spec["warmup_steps"],
-        per_device_train_batch_size=spec["prompts_per_step"] * spec["n"],
-        gradient_accumulation_steps=1,
         num_generations=spec["n"],
         max_completion_length=spec["max_new_tokens"],
         temperature=spec["temperature"],
@@ -241,8 +294,10 @@ def train(spec):
         dataloader_num_workers=0,
         disable_tqdm=True,
     )
+    args.update(batch)
     args.update(spec.get("extra") or {})
     cfg = GRPOConfig(**args)
+    check_batch(spec, cfg, world)
     trainer = GRPOTrainer(model=model, reward_funcs=make_reward(spec, run), args=cfg,
                           train_dataset=dataset(spec["train"]), processing_class=tok,
                           peft_config=peft_config)
@@ -260,7 +315,7 @@ def mirror_step(spec, trainer, step):
     build = target + ".tmp-%d" % os.getpid()
     shutil.rmtree(build, ignore_errors=True)
     copy_adapter(ckpt, os.path.join(build, "actor", "lora_adapter"))
-    seen = step * spec["prompts_per_step"]
+    seen = prompts_seen(trainer.args, step)
     state = {"step": step, "seed": spec["seed"], "data_epoch": seen // spec["rows"],
              "data_index": seen % spec["rows"]}
     with open(os.path.join(build, "actor", "trainer_state.json"), "w") as f:

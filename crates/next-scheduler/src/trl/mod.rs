@@ -238,6 +238,15 @@ fn check(cfg: &TrainConfig) -> Result<()> {
             "algorithm.kl_type must be k3 with engine.kind = \"trl\" (TRL's GRPO estimates the KL with k3)".into(),
         ));
     }
+    // TRL's num_iterations reuses one generation for that many optimizer *steps*, each counted
+    // as a step; here (and in verl) ppo_epochs are passes within one step. A run of N steps
+    // would see N / ppo_epochs batches under TRL.
+    if a.ppo_epochs > 1 {
+        return Err(bad(format!(
+            "algorithm.ppo_epochs = {} is not supported by engine.kind = \"trl\": TRL's num_iterations counts each pass as a step of its own",
+            a.ppo_epochs
+        )));
+    }
     if !cfg.rollout.stop.is_empty() {
         return Err(bad(
             "rollout.stop is not supported by engine.kind = \"trl\" (responses end at EOS or max_new_tokens)".into(),
@@ -358,6 +367,7 @@ mod tests {
                 "rollout.stop",
             ),
             (Box::new(|c| c.rollout.val_n = 4), "rollout.val_n"),
+            (Box::new(|c| c.algorithm.ppo_epochs = 2), "algorithm.ppo_epochs"),
             (
                 Box::new(|c| (c.trainer.save_every, c.trainer.val_every) = (4, 10)),
                 "trainer.val_every (10) must be a multiple of trainer.save_every (4)",

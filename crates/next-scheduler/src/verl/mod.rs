@@ -421,7 +421,7 @@ fn segment_start(run: &Path) -> Result<(Option<Start>, PathBuf)> {
 
 /// The rank `r` of a PEFT adapter directory.
 fn adapter_rank(adapter: &Path) -> Result<i64> {
-    let path = adapter.join("adapter_config.json");
+    let path = adapter.join(next_files::peft::CONFIG);
     let v: Value = next_files::json::read(&path)?;
     v["r"]
         .as_i64()
@@ -564,7 +564,7 @@ impl<'a> Verl<'a> {
     /// layout lacks, in step order.
     fn export(&self, run: &Path, until: usize) -> Result<()> {
         let dir = run.join(DIR);
-        let config = segment_start(run)?.1.join("adapter_config.json");
+        let config = segment_start(run)?.1.join(next_files::peft::CONFIG);
         let t = &self.inner.cfg.trainer;
         let rows = std::fs::read_to_string(dir.join("train.jsonl"))
             .map_err(crate::io(&dir))?

@@ -11,13 +11,19 @@ use next_scheduler::{EngineKind, EngineSection, InProcess, SchedulerSection, Ver
 use next_trainer::config::{AdvEstimator, KlType, LrSchedule, TrainConfig};
 use serde_json::json;
 
+/// A launch of segment 1 with the default LoRA rank (8), or one more after a jump (the rank the
+/// jumped adapter has).
 fn launch(start: Start) -> Launch {
+    let rank = match start {
+        Start::Jump { .. } => 9,
+        _ => 8,
+    };
     Launch {
         run: "/runs/r/segment-1".into(),
         base: "/models/Qwen2.5-0.5B-Instruct".into(),
         stop_at: 40,
         start,
-        rank: 8,
+        rank,
         rows: 7473,
         metrics: "/runs/r/segment-1/verl/metrics-0.jsonl".into(),
     }
