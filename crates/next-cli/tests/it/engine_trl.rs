@@ -378,3 +378,80 @@ fn a_trl_step_takes_prompts_per_step_times_n_completions_over_all_processes() {
         "{out}"
     );
 }
+
+/// `next experiment` on the TRL engine: the baseline and the arm are TRL runs (its driver's
+/// files are in their segments), the arm branches from the baseline's checkpoint at the jump,
+/// and the report has the arm's row.
+#[test]
+fn an_experiment_trains_its_baseline_and_arms_with_trl() {
+    let dir = tempfile::tempdir().unwrap();
+    let exp = dir.path().join("exp");
+    let cfg = config();
+    let o = next(&[
+        "experiment",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        exp.to_str().unwrap(),
+        "--set",
+        "experiment.seeds=1",
+        "--set",
+        "experiment.jump_at=[4]",
+        "--set",
+        "experiment.methods=[\"linear-relex\"]",
+    ]);
+    let stdout = ok(o);
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(exp.join("experiment.json")).unwrap()).unwrap();
+    let b = &results["baselines"][0];
+    let steps = |curve: &serde_json::Value| -> Vec<u64> {
+        curve
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["step"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(steps(&b["curve"]), [0, 2, 4, 6, 8]);
+    let arms = results["arms"].as_array().unwrap();
+    let names: Vec<&str> = arms.iter().map(|a| a["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["control", "linear-relex"]);
+    let arm = &arms[1];
+    assert_eq!(steps(&arm["curve"]), [0, 2, 4, 6, 8]);
+    assert_eq!(
+        arm["curve"][1], b["curve"][1],
+        "the shared prefix is the baseline's"
+    );
+    assert!(arm["lambda"].is_f64(), "{arm}");
+    // Both runs were TRL's: its driver log sits in every trained segment.
+    let baseline = exp.join("seed-0/baseline");
+    assert!(
+        baseline.join("segment-0/trl/driver.log").is_file()
+            || baseline.join("trl/driver.log").is_file(),
+        "no TRL driver log under {}",
+        baseline.display()
+    );
+    let logs = walk(&exp.join("seed-0/k-4"))
+        .into_iter()
+        .filter(|p| p.ends_with("trl/driver.log"))
+        .count();
+    assert!(logs >= 1, "the arm did not train with TRL");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("| 4 | linear-relex |")),
+        "{stdout}"
+    );
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![];
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        }
+        out.push(p);
+    }
+    out
+}
