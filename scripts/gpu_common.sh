@@ -1,8 +1,9 @@
 # scripts/gpu_common.sh: sourced by the GPU scripts (gpu_smollm2.sh, gpu_engines.sh) after they
 # set LABEL, NEXT, PYTHON and DEVICE: checks the binary and torch, points the loader at torch's
 # libtorch, imports SmolLM2-135M-Instruct from its GGUF when the HF directory is missing (the
-# 538 MB import need not travel; the 93 MB GGUF imports in about 3 s), and makes the sums-of-two-
-# 2-digit-numbers data of configs/smollm2-addition.toml (300 KB) when it is missing.
+# 538 MB import need not travel; the 98 MB GGUF imports in about 3 s, and scripts/gpu_pack.sh cuts
+# it into pieces for machines with a small upload allowance), and makes the sums-of-two-2-digit-
+# numbers data of configs/smollm2-addition.toml (300 KB) when it is missing.
 MODEL=.cache/models/SmolLM2-135M-Instruct
 TRAIN=.cache/data/addition-2d-train.jsonl
 VAL=.cache/data/addition-2d-val.jsonl
@@ -20,6 +21,18 @@ if [[ $DEVICE == cuda* ]]; then
   "$PYTHON" -c 'import torch; print("'"$LABEL"': torch", torch.__version__, "on", torch.cuda.get_device_name(0))'
 fi
 
+# Pieces sent by scripts/gpu_pack.sh: the data files, and the GGUF joined and checked.
+UP=.cache/upload
+for f in "$UP"/data/*.jsonl; do
+  [ -f "$f" ] && [ ! -f ".cache/data/$(basename "$f")" ] && mkdir -p .cache/data && cp "$f" .cache/data/
+done
+if [ ! -f "$MODEL/config.json" ] && [ -f "$UP/gguf.sha256" ]; then
+  mkdir -p .cache/downloads
+  name=$(awk '{print $2}' "$UP/gguf.sha256")
+  cat "$UP"/gguf.part-* > ".cache/downloads/$name.tmp"
+  (cd .cache/downloads && mv "$name.tmp" "$name" && sha256sum -c --quiet "../../$UP/gguf.sha256") \
+    || { rm -f ".cache/downloads/$name"; die "the GGUF pieces in $UP do not add up (a piece missing?)"; }
+fi
 if [ ! -f "$MODEL/config.json" ]; then
   GGUF=$(ls .cache/downloads/*.gguf 2>/dev/null | head -n1 || true)
   [ -n "$GGUF" ] || die "no $MODEL and no .cache/downloads/*.gguf: run cargo xtask setup --with smollm2"

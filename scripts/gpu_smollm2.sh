@@ -11,7 +11,10 @@
 # `cargo xtask setup --with smollm2` and `cargo xtask smollm2 --set trainer.steps=0` make these.
 # The task is the CPU config's (configs/smollm2-addition.toml: sums of two 2-digit numbers), so
 # the GPU curve can be set beside the CPU one. The imported model (538 MB) need not travel: the
-# GGUF (93 MB, .cache/downloads/) is imported here in about 3 s; the data files are 300 KB.
+# GGUF (98 MB, .cache/downloads/) is imported there in about 3 s; the data files are 300 KB. A
+# machine with no network and a small upload allowance gets them from scripts/gpu_pack.sh: the
+# stripped binary (20 MB), the data and the GGUF in 40 MB pieces, one upload each, joined and
+# checksummed there by gpu_common.sh (then NEXT=.cache/upload/next).
 #
 # usage: scripts/gpu_smollm2.sh [OUT_DIR] [extra `next run` --set overrides...]
 #   STEPS=60 SEGMENT=30 HORIZON=20 PYTHON=python3 scripts/gpu_smollm2.sh runs/gpu-smollm2
