@@ -214,6 +214,41 @@ fn quick_study_runs_every_regime_and_its_report_agrees() {
                 "{row}\n{table}"
             );
         }
+        // The table's steps to the headline target and the saving against the same-LR control,
+        // recomputed here from the curves: paired by seed, 100 x Σ(control − arm) / Σ control;
+        // a run that never gets there counts one validation past the end.
+        let headline = base + f(&e["headline"]) * (plateau - base);
+        let never = (steps + s["trainer"]["val_every"].as_u64().unwrap()) as f64;
+        let to_target = |a: &Value| {
+            smoothed(a["curve"].as_array().unwrap(), smooth)
+                .into_iter()
+                .find(|p| p.1 >= headline)
+                .map_or(never, |p| p.0 as f64)
+        };
+        for a in arms.iter().filter(|a| a["name"] != "control") {
+            let k = &a["jump_at"];
+            let (mut sum_c, mut sum_a, mut n_a) = (0.0, 0.0, 0.0);
+            for b in arms
+                .iter()
+                .filter(|b| b["name"] == a["name"] && b["jump_at"] == *k)
+            {
+                let control = arms
+                    .iter()
+                    .find(|c| {
+                        c["name"] == "control" && c["jump_at"] == *k && c["seed"] == b["seed"]
+                    })
+                    .unwrap_or_else(|| panic!("{name}: no control for {b}"));
+                sum_c += to_target(control);
+                sum_a += to_target(b);
+                n_a += 1.0;
+            }
+            let row = format!("| {name} | {k} | {} |", a["name"].as_str().unwrap());
+            let line = table.lines().find(|l| l.starts_with(&row)).unwrap();
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            assert_eq!(cells[5], format!("{:.1}", sum_a / n_a), "{line}");
+            let saving = format!("{:+.1}%", 100.0 * (sum_c - sum_a) / sum_c);
+            assert!(cells[6].starts_with(&saving), "{saving} vs {line}");
+        }
         assert!(
             md.contains(&format!("## {name}")),
             "no section for {name}:\n{md}"
