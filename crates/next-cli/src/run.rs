@@ -66,7 +66,7 @@ pub fn run(a: Args) -> Result<()> {
     let base = ensure_base(&mut cfg.train)?;
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("cannot create {}", a.out.display()))?;
-    crate::config::write_resolved(&a.out.join("config.resolved.toml"), &cfg)?;
+    crate::config::write_resolved(&a.out.join(next_files::resolved::FILE), &cfg)?;
     let total = cfg.train.trainer.steps;
     let pb = bar(total as u64, "run")?;
     let inproc = InProcess::new(
@@ -109,7 +109,7 @@ pub fn run(a: Args) -> Result<()> {
                 score,
             } => say(
                 &pb,
-                format!("round {round}: λ {lambda:.4} -> validation {score:.4}"),
+                format!("round {round}: λ {lambda:.4} -> selection accuracy {score:.4}"),
             ),
             Event::Decided(d) => say(
                 &pb,

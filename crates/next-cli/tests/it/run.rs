@@ -83,7 +83,7 @@ evals = 3
     let again = next(&args);
     assert!(again.status.success());
     assert!(
-        !String::from_utf8_lossy(&again.stderr).contains("-> validation"),
+        !String::from_utf8_lossy(&again.stderr).contains("-> selection accuracy"),
         "no candidate is re-scored"
     );
 
