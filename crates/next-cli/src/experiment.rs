@@ -2,16 +2,14 @@
 //! report (`<out>/report/report.md` and PNG plots) and the results table on stdout.
 
 use std::path::{Path, PathBuf};
-use std::{cell::Cell, rc::Rc};
 
 use anyhow::Result;
 use next_scheduler::experiment::{self, Event, ExperimentSection, Plan};
-use next_scheduler::{jump, report, EngineSection, InProcess, SchedulerSection};
+use next_scheduler::{report, EngineSection, InProcess, SchedulerSection};
 use next_trainer::config::TrainConfig;
-use next_trajectory::store::Store;
 use serde::{Deserialize, Serialize};
 
-use crate::ui::{bar, ensure_base, say};
+use crate::ui::{bar, ensure_base, say, stage, steps_across_runs};
 
 /// Compare predict-extend methods with plain RL: per seed a baseline GRPO run, and from its
 /// checkpoint at each `experiment.jump_at` step one arm per method (extract, fit, choose λ on
@@ -74,37 +72,9 @@ struct Extra {
     engine: EngineSection,
 }
 
-/// What `--quick` changes: a base that pretrains in seconds, one seed, 40 RL steps.
-pub(crate) const QUICK: &[&str] = &[
-    "pretrain.out=runs/base-quick",
-    "pretrain.task=add2",
-    "pretrain.hidden_size=64",
-    "pretrain.layers=2",
-    "pretrain.intermediate_size=128",
-    "pretrain.steps=300",
-    "pretrain.batch=64",
-    "pretrain.train_size=5000",
-    "pretrain.warmup_steps=20",
-    "data.task=add2",
-    "data.train_size=5000",
-    "data.val_size=500",
-    "trainer.steps=40",
-    "trainer.save_every=5",
-    "trainer.val_every=10",
-    "scheduler.horizon=10",
-    "scheduler.grid=[0.5,1.0,2.0]",
-    "experiment.seeds=1",
-    "experiment.jump_at=[20]",
-    "experiment.resamples=200",
-];
-
 pub fn run(a: Args) -> Result<()> {
-    let mut sets: Vec<String> = if a.quick {
-        QUICK.iter().map(|s| s.to_string()).collect()
-    } else {
-        vec![]
-    };
-    sets.extend(a.sets.iter().cloned());
+    let quick = if a.quick { experiment::QUICK } else { &[] };
+    let sets: Vec<String> = quick.iter().map(|s| s.to_string()).chain(a.sets).collect();
     let done = execute(a.config.as_deref(), &sets, &a.out)?;
     println!("{}", done.table);
     eprintln!("report: {}", done.report.display());
@@ -132,13 +102,8 @@ pub(crate) fn prepare(config: Option<&Path>, sets: &[String]) -> Result<(Experim
     };
     cfg.train.absolutize(&crate::config::cwd()?);
     let t = &cfg.train.trainer;
-    let plan = Plan::new(
-        cfg.experiment.clone(),
-        cfg.scheduler.clone(),
-        t.steps,
-        t.save_every,
-        t.val_every,
-    )?;
+    let (e, s) = (cfg.experiment.clone(), cfg.scheduler.clone());
+    let plan = Plan::new(e, s, t.steps, t.save_every, t.val_every)?;
     Ok((cfg, plan))
 }
 
@@ -146,105 +111,36 @@ pub(crate) fn prepare(config: Option<&Path>, sets: &[String]) -> Result<(Experim
 pub(crate) fn execute(config: Option<&Path>, sets: &[String], out: &Path) -> Result<Done> {
     let (mut cfg, plan) = prepare(config, sets)?;
     let base = ensure_base(&mut cfg.train)?;
-    let resolved = out.join("config.resolved.toml");
+    let resolved = out.join(next_files::resolved::FILE);
     let stamp = experiment::open(out, &cfg, &resolved, &experiment::current_commit())?;
     let text = crate::config::to_toml(&cfg)?;
     next_files::atomic::write(&resolved, text.as_bytes())?;
-    let (steps, e) = (plan.steps, &plan.experiment);
-    // With kept moments the control is the baseline itself and trains nothing.
-    let arms = plan.arms().len() - usize::from(plan.scheduler.keep_moments);
-    let arm_steps: usize = e.jump_at.iter().map(|k| arms * (steps - k)).sum();
-    // The tuning, then per seed its baseline, B* (unless it is the configured rate, which only
-    // the tuning tells; the bar then ends early), and the arms.
-    let (tuning, tuned) = if e.lr_scales.is_empty() {
-        (0, 0)
-    } else {
-        (
-            e.tuning_seeds * plan.scales().len(),
-            usize::from(!e.at_tuned_lr),
-        )
-    };
-    let total = tuning * steps + plan.seeds().len() * ((1 + tuned) * steps + arm_steps);
-    let pb = bar(total as u64, "experiment")?;
-    // RL steps finished in earlier runs, and where the current run started.
-    let done = Rc::new(Cell::new(0u64));
-    let (start, last) = (Rc::new(Cell::new(0u64)), Rc::new(Cell::new(0u64)));
-    let inproc = InProcess::new(
-        cfg.train.clone(),
-        base,
-        Box::new({
-            let (pb, done, start, last) = (pb.clone(), done.clone(), start.clone(), last.clone());
-            move |_, e| match e {
-                next_trainer::train::Event::Start { step, .. } => {
-                    done.set(done.get() + last.get() - start.get());
-                    start.set(step as u64);
-                    last.set(step as u64);
-                }
-                next_trainer::train::Event::Step { step, .. } => {
-                    last.set(step as u64);
-                    pb.set_position(done.get() + last.get() - start.get());
-                }
-                _ => {}
-            }
-        }),
-    );
+    let pb = bar(plan.total_steps() as u64, "experiment")?;
+    let inproc = InProcess::new(cfg.train.clone(), base, steps_across_runs(&pb));
     let exe = std::env::current_exe()?;
     let mut engine = next_scheduler::build_engine(inproc, &cfg.engine, &plan.scheduler, exe)?;
     let results = experiment::run(engine.as_mut(), &plan, out, &mut |e| match e {
-        Event::Stage { seed, what } => {
-            let line = format!("seed {seed}: {what}");
-            // A log (output not a terminal) gets every stage as a line.
-            if pb.is_hidden() {
-                eprintln!("{line}");
-            }
-            pb.set_message(line)
-        }
+        Event::Stage { seed, what } => stage(&pb, format!("seed {seed}: {what}")),
         Event::Candidate { lambda, score } => {
             pb.set_message(format!("λ {lambda:.3} -> selection accuracy {score:.3}"))
         }
-        Event::ArmDone(arm) => {
-            let hit = arm.curve.last().map_or(f64::NAN, |p| p.accuracy);
-            say(
-                &pb,
-                format!(
-                    "seed {} k={} {}: λ {}, after jump {:.3}, last validation {:.3} at step {}, overhead {:.1}s",
-                    arm.seed,
-                    arm.jump_at,
-                    arm.name,
-                    arm.lambda.map_or("–".into(), |l| format!("{l}")),
-                    arm.jump_accuracy(),
-                    hit,
-                    arm.curve.last().map_or(0, |p| p.step),
-                    arm.overhead.total()
-                ),
-            );
-        }
+        Event::ArmDone(arm) => say(&pb, arm.summary_line()),
     })?;
     drop(engine);
     pb.finish_and_clear();
-    let store = match &results.analysed {
-        Some(run) => {
-            let dir = run.join("trajectory");
-            jump::extract_run(run, None, cfg.scheduler.horizon, &dir)?;
-            Some(Store::open(&dir)?)
-        }
-        None => None,
+    let input = report::Input {
+        plan: &plan,
+        results: &results,
+        config: &text,
+        commit: &stamp,
+        select_size: cfg.train.data.select_size,
     };
-    let r = report::write(
-        &out.join("report"),
-        &report::Input {
-            plan: &plan,
-            results: &results,
-            config: &text,
-            commit: &stamp,
-            select_size: cfg.train.data.select_size,
-            trajectory: store.as_ref(),
-        },
-    )?;
+    let r = report::write(&out.join("report"), &input)?;
+    let (table, report) = (r.table, r.markdown);
     Ok(Done {
         plan,
         results,
-        table: r.table,
-        report: r.markdown,
+        table,
+        report,
     })
 }

@@ -1,11 +1,11 @@
-//! `next extend` and `next fit`: jump a run's adapter along its predicted rank-1 trajectory
-//! (`next_scheduler::jump`, the same jump `next run` makes), and fit a predictor once to reuse.
+//! `next extend`: jump a run's adapter along its predicted rank-1 trajectory
+//! (`next_scheduler::jump`, the same jump `next run` makes).
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use next_files::atomic::Existing;
-use next_predictor::{Method, PredictorKind, Trajectory};
+use next_predictor::Method;
 use next_scheduler::jump::{self, Predictor};
 use next_scheduler::{Engine, InProcess, SchedulerSection, ScoreSet, SearchKind};
 use next_trainer::config::TrainConfig;
@@ -21,12 +21,8 @@ use next_trainer::config::TrainConfig;
 /// Example: `next extend --run runs/add3 --predictor linear-relex --search grid --out runs/x`
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The run directory (its store is <run>/trajectory unless --store says otherwise).
-    #[arg(long, required_unless_present = "store")]
-    run: Option<PathBuf>,
-    /// The trajectory store, when it is not <run>/trajectory.
-    #[arg(long)]
-    store: Option<PathBuf>,
+    #[command(flatten)]
+    at: crate::trajectory::StoreArgs,
     /// The method: a predictor of the merged rank-1 trajectory (the adapter grows by --rank)
     /// or a factor-space method (the rank stays; reads the run's checkpoints, needs --run).
     #[arg(long, value_enum, required_unless_present = "fitted")]
@@ -74,7 +70,7 @@ pub struct Args {
 /// The in-process trainer of the run, to score adapters with its validation set and verifier.
 fn engine(run: Option<&Path>, why: &str) -> Result<InProcess<'static>> {
     let run = run.with_context(|| format!("{why} needs --run (a run of this project)"))?;
-    let resolved = run.join("config.resolved.toml");
+    let resolved = run.join(next_files::resolved::FILE);
     anyhow::ensure!(
         resolved.is_file(),
         "{why} needs {} (a run made by `next train`)",
@@ -88,15 +84,10 @@ fn engine(run: Option<&Path>, why: &str) -> Result<InProcess<'static>> {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let (store_dir, store) = crate::trajectory::open_store(a.store.as_deref(), a.run.as_deref())?;
+    let (store_dir, store) = a.at.open()?;
     let adapter = match &a.adapter {
         Some(p) => p.clone(),
-        None => store
-            .index
-            .sources
-            .last()
-            .map(|s| s.dir.clone())
-            .context("the store lists no checkpoints")?,
+        None => jump::last_adapter(&store)?,
     };
     let horizon = a.horizon.unwrap_or(store.index.target_gap);
     anyhow::ensure!(horizon > 0, "--horizon must be at least 1 step");
@@ -108,60 +99,38 @@ pub fn run(a: Args) -> Result<()> {
         ..SchedulerSection::default()
     }
     .search()?;
-    let plan = jump::Plan {
-        predictor: match (&a.fitted, a.predictor) {
-            (Some(dir), _) => Predictor::Fitted(dir.clone()),
-            (None, Some(method)) => Predictor::Fit {
-                method,
-                window: a.window,
-            },
-            (None, None) => unreachable!("clap requires --predictor or --fitted"),
+    let predictor = match &a.fitted {
+        Some(dir) => Predictor::Fitted(dir.clone()),
+        None => Predictor::Fit {
+            method: a.predictor.expect("clap requires --predictor or --fitted"),
+            window: a.window,
         },
+    };
+    let plan = jump::Plan {
+        predictor,
         horizon,
         rank: a.rank,
         search,
         lambda: a.lambda,
     };
-    let mut scorer = match &plan.search {
-        Some(_) => Some(engine(a.run.as_deref(), "--search")?),
+    let mut scorer = match plan.search {
+        Some(_) => Some(engine(a.at.run.as_deref(), "--search")?),
         None => None,
     };
-    // Factor-space methods read the run's checkpoints; predictors of the merged trajectory
-    // read only the store.
-    let source = match (&a.run, a.predictor) {
-        (Some(run), Some(Method::Factor(_))) => jump::Source::of_run(run, None, &store_dir)?,
-        (None, Some(Method::Factor(m))) => {
-            anyhow::bail!("--predictor {m} works on the factors of a run's checkpoints: give --run")
-        }
-        _ => jump::Source {
-            store: store_dir.clone(),
-            checkpoints: vec![],
-            initial: None,
-        },
-    };
-    let (j, _) = jump::jump(
-        &source,
-        &adapter,
-        &plan,
-        scorer.as_mut().map(|e| e as &mut dyn Engine),
-        &a.out,
-        Existing::Refuse,
-        &mut |lambda, score| eprintln!("λ {lambda:>7.4}: validation {score:.4}"),
-    )?;
-    eprintln!(
-        "extended {} (step {}) by {} x {} over {horizon} steps: rank {} adapter (lora_alpha {}) in {}",
-        adapter.display(),
-        j.from_step,
-        j.lambda,
-        j.predictor,
-        j.r,
-        j.lora_alpha,
-        a.out.display()
-    );
+    let (j, _) = jump::jump(jump::Ctx {
+        source: &jump::Source::for_predictor(&plan.predictor, a.at.run.as_deref(), &store_dir)?,
+        adapter: &adapter,
+        plan: &plan,
+        scorer: scorer.as_mut().map(|e| e as &mut dyn Engine),
+        out: &a.out,
+        existing: Existing::Refuse,
+        on_candidate: &mut |lambda, score| eprintln!("λ {lambda:>7.4}: validation {score:.4}"),
+    })?;
+    eprintln!("{}", j.summary_line(&a.out));
     if a.eval {
         let mut e = match scorer {
             Some(e) => e,
-            None => engine(a.run.as_deref(), "--eval")?,
+            None => engine(a.at.run.as_deref(), "--eval")?,
         };
         let (before, _) = e.score(&adapter, ScoreSet::Validation)?;
         let (after, _) = e.score(&a.out, ScoreSet::Validation)?;
@@ -170,58 +139,7 @@ pub fn run(a: Args) -> Result<()> {
             serde_json::json!({"predictor": j.predictor, "lambda": j.lambda, "horizon": horizon, "before": before, "after": after})
         );
     }
-    eprintln!(
-        "{}",
-        next_predictor::extend::resume_hints(&a.out, j.r, j.lora_alpha)
-    );
-    Ok(())
-}
-
-/// Fit a predictor on a run's trajectory store and save it (for `next extend --fitted`).
-///
-/// Example: `next fit --run runs/add3 --predictor next-reference`
-#[derive(Debug, clap::Args)]
-pub struct FitArgs {
-    /// The run directory (its store is <run>/trajectory unless --store says otherwise).
-    #[arg(long, required_unless_present = "store")]
-    run: Option<PathBuf>,
-    /// The trajectory store, when it is not <run>/trajectory.
-    #[arg(long)]
-    store: Option<PathBuf>,
-    #[arg(long, value_enum)]
-    predictor: PredictorKind,
-    /// Latest checkpoints the fits use [default: all].
-    #[arg(long)]
-    window: Option<usize>,
-    /// Where the fitted predictor goes [default: <run>/predictor/<name>, else beside the store].
-    #[arg(long)]
-    out: Option<PathBuf>,
-}
-
-pub fn fit(a: FitArgs) -> Result<()> {
-    let (store_dir, store) = crate::trajectory::open_store(a.store.as_deref(), a.run.as_deref())?;
-    let trajectory = Trajectory::from_store(&store)?;
-    let mut p = a.predictor.build(a.window);
-    let t = std::time::Instant::now();
-    p.fit(&trajectory)
-        .with_context(|| format!("fitting {}", a.predictor))?;
-    let name = a.predictor.name();
-    let out = match (&a.out, &a.run) {
-        (Some(o), _) => o.clone(),
-        (None, Some(r)) => r.join("predictor").join(name),
-        (None, None) => next_files::parent_of(&store_dir)
-            .join("predictor")
-            .join(name),
-    };
-    next_predictor::save_fitted(p.as_ref(), a.window, &trajectory, &out)?;
-    eprintln!(
-        "fitted {name} on {} matrices, steps {}-{} in {:.1}s -> {}",
-        trajectory.series.len(),
-        trajectory.series[0].steps.first().copied().unwrap_or(0),
-        trajectory.last_step(),
-        t.elapsed().as_secs_f64(),
-        out.display()
-    );
-    println!("{}", p.state());
+    let hints = next_predictor::extend::resume_hints(&a.out, j.r, j.lora_alpha);
+    eprintln!("{hints}");
     Ok(())
 }

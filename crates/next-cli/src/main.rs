@@ -9,6 +9,8 @@ mod data;
 mod demo;
 mod experiment;
 mod extend;
+mod extract;
+mod fit;
 mod generate;
 mod import;
 mod run;
@@ -47,7 +49,7 @@ enum Command {
     /// Score responses with a verifier (math, countdown, exact, code), streaming JSONL in and out.
     Verify(verify::Args),
     /// Extract the rank-1 trajectory of a run's checkpoints into its store (incremental).
-    Extract(trajectory::ExtractArgs),
+    Extract(extract::Args),
     /// The whole predict-extend loop: train, extract, fit, jump (λ by the verifier), continue.
     Run(run::Args),
     /// Every method side by side: baseline, control and one arm per predictor on the same
@@ -57,7 +59,7 @@ enum Command {
     /// baseline, and one report across them.
     Study(study::Args),
     /// Fit a predictor on a run's trajectory store and save it (used by `next extend --fitted`).
-    Fit(extend::FitArgs),
+    Fit(fit::Args),
     /// Jump an adapter forward along its predicted trajectory (writes a PEFT adapter).
     Extend(extend::Args),
     /// Inspect a run's trajectory store.
@@ -78,10 +80,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Data(cmd) => data::run(cmd),
         Command::Import(cmd) => import::run(cmd),
         Command::Train(args) => train::train(args),
-        Command::Extract(args) => trajectory::extract(args),
+        Command::Extract(args) => extract::run(args),
         Command::Trajectory(cmd) => trajectory::run(cmd),
         Command::Extend(args) => extend::run(args),
-        Command::Fit(args) => extend::fit(args),
+        Command::Fit(args) => fit::run(args),
         Command::Run(args) => run::run(args),
         Command::Study(args) => study::run(args),
     }

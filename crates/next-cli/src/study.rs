@@ -3,9 +3,8 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
-use next_scheduler::study::{self, Regime};
-use serde::Deserialize;
+use anyhow::{Context, Result};
+use next_scheduler::study::{self, Regime, RegimeSpec};
 
 /// Where predict-extend pays off: several regimes (learning rate, batch, task, run length), each
 /// an experiment with a tuned baseline, and one report across them in `<out>/report/`.
@@ -32,7 +31,8 @@ pub struct Args {
     /// Check every regime's settings (as they would run, with --quick if given) and stop.
     #[arg(long)]
     check: bool,
-    /// Only these regimes (repeat the flag); the report covers the ones that ran.
+    /// Only these regimes (repeat the flag); their report goes to report-<NAME>[+<NAME>...]/, so
+    /// that report/ stays the whole study's.
     #[arg(long = "regime", value_name = "NAME")]
     regimes: Vec<String>,
     /// Overrides applied to every regime, after its own.
@@ -40,77 +40,11 @@ pub struct Args {
     sets: Vec<String>,
 }
 
-/// `configs/study.toml`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StudyFile {
-    /// The experiment config every regime starts from, relative to the study file.
-    experiment: PathBuf,
-    /// Overrides of every regime (before the regime's own).
-    #[serde(default)]
-    sets: Vec<String>,
-    #[serde(default)]
-    quick: Vec<String>,
-    regime: Vec<RegimeSpec>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RegimeSpec {
-    name: String,
-    about: String,
-    #[serde(default)]
-    sets: Vec<String>,
-    #[serde(default)]
-    quick: Vec<String>,
-}
-
 pub fn run(a: Args) -> Result<()> {
-    let file: StudyFile = crate::config::load(Some(&a.config), &[])?;
-    let dir = next_files::parent_of(&a.config).to_path_buf();
-    let experiment = dir.join(&file.experiment);
-    if let Some(r) = a
-        .regimes
-        .iter()
-        .find(|r| !file.regime.iter().any(|g| &g.name == *r))
-    {
-        bail!(
-            "{}: no regime `{r}` (it has {})",
-            a.config.display(),
-            file.regime
-                .iter()
-                .map(|g| g.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-    }
-    let chosen: Vec<&RegimeSpec> = file
-        .regime
-        .iter()
-        .filter(|g| a.regimes.is_empty() || a.regimes.contains(&g.name))
-        .collect();
-    if let Some(g) = file
-        .regime
-        .iter()
-        .enumerate()
-        .find(|(i, g)| file.regime[..*i].iter().any(|h| h.name == g.name))
-    {
-        bail!(
-            "{}: regime `{}` is listed twice",
-            a.config.display(),
-            g.1.name
-        );
-    }
-    let sets_of = |g: &RegimeSpec| {
-        let mut sets: Vec<String> = file.sets.iter().chain(&g.sets).cloned().collect();
-        if a.quick {
-            sets.extend(crate::experiment::QUICK.iter().map(|s| s.to_string()));
-            sets.extend(file.quick.iter().cloned());
-            sets.extend(g.quick.iter().cloned());
-        }
-        sets.extend(a.sets.iter().cloned());
-        sets
-    };
+    let file: study::File = crate::config::load(Some(&a.config), &[])?;
+    let experiment = file.experiment_config(&a.config);
+    let chosen = file.select(&a.config, &a.regimes)?;
+    let sets_of = |g: &RegimeSpec| file.sets(g, a.quick, &a.sets);
     // Every regime's settings are checked before the first runs: a study takes hours, and a
     // bad regime found after them would cost the report.
     for g in &chosen {
@@ -118,11 +52,8 @@ pub fn run(a: Args) -> Result<()> {
             .with_context(|| format!("{}: regime {}", a.config.display(), g.name))?;
     }
     if a.check {
-        eprintln!(
-            "{}: {} regime(s) fit together",
-            a.config.display(),
-            chosen.len()
-        );
+        let n = chosen.len();
+        eprintln!("{}: {n} regime(s) fit together", a.config.display());
         return Ok(());
     }
     let mut done = vec![];
@@ -144,12 +75,9 @@ pub fn run(a: Args) -> Result<()> {
         })
         .collect();
     let commit = next_scheduler::experiment::current_commit();
-    let s = study::write(&a.out.join("report"), &regimes, &commit)?;
+    let s = study::write(&study::report_dir(&a.out, &a.regimes), &regimes, &commit)?;
     println!("{}", s.table);
-    eprintln!(
-        "study report: {} ({} plots)",
-        s.markdown.display(),
-        s.plots.len()
-    );
+    let plots = s.plots.len();
+    eprintln!("study report: {} ({plots} plots)", s.markdown.display());
     Ok(())
 }

@@ -60,7 +60,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
     let base = ensure_base(&mut cfg)?;
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("cannot create {}", a.out.display()))?;
-    crate::config::write_resolved(&a.out.join("config.resolved.toml"), &cfg)?;
+    crate::config::write_resolved(&a.out.join(next_files::resolved::FILE), &cfg)?;
     let pb = bar(cfg.trainer.steps as u64, "train")?;
     let log_every = cfg.trainer.log_every.max(1);
     let mut last_val = None;

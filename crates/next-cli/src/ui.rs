@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
+use next_scheduler::TrainProgress;
+use next_trainer::train::Event;
 use next_trainer::TrainConfig;
 
 /// A progress bar of `len` steps labelled `prefix`, with elapsed time and ETA.
@@ -16,6 +18,15 @@ pub fn bar(len: u64, prefix: &str) -> Result<ProgressBar> {
     )
 }
 
+/// A counter of `unit`s labelled `prefix`, for input of unknown length (a pipe).
+pub fn counter(prefix: &str, unit: &str) -> Result<ProgressBar> {
+    Ok(
+        ProgressBar::new_spinner().with_style(ProgressStyle::with_template(&format!(
+            "{prefix} {{pos}} {unit} [{{elapsed}}] {{msg}}"
+        ))?),
+    )
+}
+
 /// Prints a line above the bar, or plainly when the bar is hidden (output not a terminal).
 pub fn say(pb: &ProgressBar, line: String) {
     if pb.is_hidden() {
@@ -23,6 +34,33 @@ pub fn say(pb: &ProgressBar, line: String) {
     } else {
         pb.println(line);
     }
+}
+
+/// Shows `line` as the bar's message; a log (output not a terminal) gets it as a line too.
+pub fn stage(pb: &ProgressBar, line: String) {
+    if pb.is_hidden() {
+        eprintln!("{line}");
+    }
+    pb.set_message(line);
+}
+
+/// Training progress onto `pb` as the RL steps of every run trained so far; a resumed run
+/// starts past step 0, so each counts from where it started.
+pub fn steps_across_runs(pb: &ProgressBar) -> TrainProgress<'static> {
+    let pb = pb.clone();
+    // The steps of the runs before, and where the current one started and stands.
+    let (mut done, mut start, mut last) = (0u64, 0u64, 0u64);
+    Box::new(move |_, e| match e {
+        Event::Start { step, .. } => {
+            done += last - start;
+            (start, last) = (step as u64, step as u64);
+        }
+        Event::Step { step, .. } => {
+            last = step as u64;
+            pb.set_position(done + last - start);
+        }
+        _ => {}
+    })
 }
 
 /// The config's base model, pretraining the embedded one first when the config names none

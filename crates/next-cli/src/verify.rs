@@ -4,12 +4,11 @@
 //! each line (a row or a batch) at once.
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
-use next_verifiers::code::CodeVerifier;
+use next_verifiers::code::{CodeVerifier, Limits};
 use next_verifiers::python::{self, PythonReward, RewardFn};
 use next_verifiers::rows::{self, Choice, Progress};
 use next_verifiers::{Pool, Registry};
@@ -57,22 +56,20 @@ pub struct Args {
 const REWARD_HELP: &str = "\
 Python reward functions (--reward-fn FILE:NAME), as verl and TRL users write them:
   verl:  def compute_score(data_source, solution_str, ground_truth, extra_info=None)
-         returns a number, or a dict with `score` (its other keys are kept in `detail`)
+         returns a number, or a dict with `score` (its other keys are kept in `detail`,
+         its numeric ones also in `extra`)
   TRL:   def reward(prompts, completions, **columns) -> list[float]
          columns: ground_truth, data_source, extra_info and each key of extra_info
 Rows pass `prompt`, `response`, `ground_truth`, `data_source` and `extra_info`. A call that
 raises, overruns --timeout or returns a non-number gives an `error` verdict naming the
-reason; a worker that dies is restarted and its batch retried once. The file is trusted code:
-it runs with your rights, unsandboxed (model-written code goes only through `code`).";
+reason; a worker that dies is restarted and its batch retried once, then row by row.
+The file is trusted code: it runs with your rights, unsandboxed (model-written code goes only
+through `code`).";
 
 pub fn run(a: Args) -> Result<()> {
     let mut registry = Registry::default();
     registry.register(Arc::new(CodeVerifier {
-        limits: next_verifiers::code::Limits {
-            wall_s: a.timeout,
-            cpu_s: a.timeout.ceil() as u64,
-            ..Default::default()
-        },
+        limits: Limits::seconds(a.timeout),
         partial_credit: a.partial_credit,
         ..CodeVerifier::default()
     }));
@@ -95,17 +92,16 @@ pub fn run(a: Args) -> Result<()> {
     };
     let pool = Pool::new(a.workers)?;
     let Some(input) = &a.input else {
-        let stdin = std::io::stdin().lock();
-        let mut stdout = std::io::stdout().lock();
-        rows::serve(
+        let (stdin, mut stdout) = (std::io::stdin().lock(), std::io::stdout().lock());
+        let name = Path::new("<stdin>");
+        return Ok(rows::serve(
             stdin,
-            std::path::Path::new("<stdin>"),
+            name,
             &mut stdout,
             &registry,
             &choice,
             &pool,
-        )?;
-        return Ok(());
+        )?);
     };
     let file =
         std::fs::File::open(input).with_context(|| format!("cannot open {}", input.display()))?;
@@ -113,13 +109,9 @@ pub fn run(a: Args) -> Result<()> {
     // can be read once, and counting would consume every row before verification.
     let bar = if file.metadata().is_ok_and(|m| m.is_file()) {
         let n = BufReader::new(std::fs::File::open(input)?).lines().count();
-        ProgressBar::new(n as u64).with_style(ProgressStyle::with_template(
-            "verify {bar:30} {pos}/{len} [{elapsed}<{eta}] {msg}",
-        )?)
+        crate::ui::bar(n as u64, "verify")?
     } else {
-        ProgressBar::new_spinner().with_style(ProgressStyle::with_template(
-            "verify {pos} rows [{elapsed}] {msg}",
-        )?)
+        crate::ui::counter("verify", "rows")?
     };
     // A file appears only when every row was scored; standard output streams.
     let mut file_out = match &a.output {
@@ -148,17 +140,7 @@ pub fn run(a: Args) -> Result<()> {
         None => stdout.flush()?,
     }
     bar.finish_and_clear();
-    let by_kind: Vec<String> = summary
-        .by_kind
-        .iter()
-        .map(|(k, c)| format!("{} {c}", k.as_str()))
-        .collect();
-    eprintln!(
-        "verified {} rows: {}; mean reward {:.4}",
-        summary.rows,
-        by_kind.join(", "),
-        summary.mean_reward()
-    );
+    eprintln!("{}", summary.line());
     for (line, detail) in &summary.first_errors {
         eprintln!("error at {}:{line}: {detail}", input.display());
     }

@@ -101,6 +101,41 @@ impl Source {
             initial: initial.is_dir().then_some(initial),
         })
     }
+
+    /// What `predictor` reads (`next extend`'s): a factor-space method every checkpoint of
+    /// `run` (refused without one), a predictor of the merged trajectory only the store.
+    pub fn for_predictor(predictor: &Predictor, run: Option<&Path>, store: &Path) -> Result<Self> {
+        match (predictor, run) {
+            (
+                Predictor::Fit {
+                    method: Method::Factor(_),
+                    ..
+                },
+                Some(run),
+            ) => Self::of_run(run, None, store),
+            (
+                Predictor::Fit {
+                    method: Method::Factor(m),
+                    ..
+                },
+                None,
+            ) => Err(Error::Config(format!(
+                "--predictor {m} works on the factors of a run's checkpoints: give --run"
+            ))),
+            _ => Ok(Source {
+                store: store.to_owned(),
+                checkpoints: vec![],
+                initial: None,
+            }),
+        }
+    }
+}
+
+/// The adapter a jump from `store` starts from unless told otherwise: its last checkpoint.
+pub fn last_adapter(store: &Store) -> Result<PathBuf> {
+    let last = store.index.sources.last();
+    last.map(|s| s.dir.clone())
+        .ok_or_else(|| Error::Config("the store lists no checkpoints".into()))
 }
 
 /// `extend.json`: what was predicted, every candidate scored, and the λ chosen.
@@ -133,6 +168,21 @@ pub struct Jump {
 }
 
 impl Jump {
+    /// One line saying what was written into `out` (`next extend`'s).
+    pub fn summary_line(&self, out: &Path) -> String {
+        format!(
+            "extended {} (step {}) by {} x {} over {} steps: rank {} adapter (lora_alpha {}) in {}",
+            self.adapter.display(),
+            self.from_step,
+            self.lambda,
+            self.predictor,
+            self.horizon,
+            self.r,
+            self.lora_alpha,
+            out.display()
+        )
+    }
+
     /// (λ, score) of every candidate, in evaluation order.
     pub fn scores(&self) -> Vec<(f64, f64)> {
         self.candidates
@@ -159,19 +209,35 @@ impl Predicted {
     }
 }
 
-/// Fits the method on `source`, predicts from `adapter`, chooses λ (scored on the selection
-/// split by `scorer` when the plan searches; λ = 0 is always a candidate), and writes the
-/// jumped adapter with `extend.json` into `out` as one directory (`existing` says whether an old
-/// one is replaced). `on_candidate` sees each (λ, score) as it is scored.
-pub fn jump(
-    source: &Source,
-    adapter: &Path,
-    plan: &Plan,
-    scorer: Option<&mut dyn Engine>,
-    out: &Path,
-    existing: Existing,
-    on_candidate: &mut dyn FnMut(f64, f64),
-) -> Result<(Jump, Predicted)> {
+/// What one jump reads, scores with and writes.
+pub struct Ctx<'a> {
+    /// The trajectory the method is fitted on.
+    pub source: &'a Source,
+    /// The adapter jumped from.
+    pub adapter: &'a Path,
+    pub plan: &'a Plan,
+    /// Scores the λ candidates on the selection split; needed when the plan searches.
+    pub scorer: Option<&'a mut dyn Engine>,
+    /// Where the jumped adapter and `extend.json` go, and whether an old one is replaced.
+    pub out: &'a Path,
+    pub existing: Existing,
+    /// Sees each (λ, score) as it is scored.
+    pub on_candidate: &'a mut dyn FnMut(f64, f64),
+}
+
+/// Fits the method on `ctx.source`, predicts from `ctx.adapter`, chooses λ (scored on the
+/// selection split by the scorer when the plan searches; λ = 0 is always a candidate), and
+/// writes the jumped adapter with `extend.json` into `ctx.out` as one directory.
+pub fn jump(ctx: Ctx) -> Result<(Jump, Predicted)> {
+    let Ctx {
+        source,
+        adapter,
+        plan,
+        scorer,
+        out,
+        existing,
+        on_candidate,
+    } = ctx;
     if existing == Existing::Refuse && out.exists() {
         return Err(Error::Config(format!(
             "{} already exists; choose a new --out",

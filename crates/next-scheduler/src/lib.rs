@@ -52,10 +52,13 @@ mod external;
 pub mod jump;
 pub mod report;
 mod run;
-pub mod stats;
 pub mod study;
 mod trl;
 pub mod verl;
+
+// The experiment's statistics read its plan and curves, so they live in `experiment`; the
+// path `next_scheduler::stats` stays.
+pub use experiment::stats;
 
 pub use config::{EngineKind, EngineSection, SchedulerSection, SearchKind};
 pub use engine::{build as build_engine, InProcess, TrainProgress};

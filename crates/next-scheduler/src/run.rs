@@ -158,21 +158,21 @@ fn extend(
         search: cfg.search()?,
         lambda: cfg.lambda,
     };
-    let (j, _) = jump::jump(
-        &jump::Source::of_run(&seg, Some(step), &store_dir)?,
-        &adapter,
-        &plan,
-        Some(&mut *engine),
-        &round_dir,
-        Existing::Replace,
-        &mut |lambda, score| {
+    let (j, _) = jump::jump(jump::Ctx {
+        source: &jump::Source::of_run(&seg, Some(step), &store_dir)?,
+        adapter: &adapter,
+        plan: &plan,
+        scorer: Some(&mut *engine),
+        out: &round_dir,
+        existing: Existing::Replace,
+        on_candidate: &mut |lambda, score| {
             on_event(Event::Candidate {
                 round: r,
                 lambda,
                 score,
             })
         },
-    )?;
+    })?;
     let decision = Decision {
         round: r,
         from_step: step,

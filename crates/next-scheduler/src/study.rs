@@ -6,11 +6,106 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::experiment::{Plan, Results, CONTROL};
+use crate::experiment::{Plan, Results, CONTROL, QUICK};
 use crate::report::{self, num, pct, Row, TUNED};
 use crate::{io, Error, Result};
+
+const INTRO: &str = include_str!("study.md");
+
+/// A study file (`configs/study.toml`; the CLI reads it): the experiment config every regime
+/// starts from, and the regimes, each a list of `--set` overrides.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    /// The experiment config every regime starts from, relative to the study file.
+    pub experiment: PathBuf,
+    /// Overrides of every regime (before the regime's own).
+    #[serde(default)]
+    pub sets: Vec<String>,
+    /// Overrides of every regime in a smoke run (after the experiment's own smoke overrides).
+    #[serde(default)]
+    pub quick: Vec<String>,
+    pub regime: Vec<RegimeSpec>,
+}
+
+/// One `[[regime]]` of a study file.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegimeSpec {
+    pub name: String,
+    /// What the regime varies, in words.
+    pub about: String,
+    #[serde(default)]
+    pub sets: Vec<String>,
+    #[serde(default)]
+    pub quick: Vec<String>,
+}
+
+impl File {
+    /// The experiment config of the study file at `path` (its `experiment` is relative to it).
+    pub fn experiment_config(&self, path: &Path) -> PathBuf {
+        next_files::parent_of(path).join(&self.experiment)
+    }
+
+    /// The regimes called `names` (every regime when empty), in the file's order. Refuses a
+    /// name the file lacks and a regime listed twice; `path` names the file in errors.
+    pub fn select(&self, path: &Path, names: &[String]) -> Result<Vec<&RegimeSpec>> {
+        if let Some(n) = names
+            .iter()
+            .find(|n| !self.regime.iter().any(|g| &g.name == *n))
+        {
+            let have: Vec<&str> = self.regime.iter().map(|g| g.name.as_str()).collect();
+            return Err(Error::Config(format!(
+                "{}: no regime `{n}` (it has {})",
+                path.display(),
+                have.join(", ")
+            )));
+        }
+        if let Some((_, g)) = self
+            .regime
+            .iter()
+            .enumerate()
+            .find(|(i, g)| self.regime[..*i].iter().any(|h| h.name == g.name))
+        {
+            return Err(Error::Config(format!(
+                "{}: regime `{}` is listed twice",
+                path.display(),
+                g.name
+            )));
+        }
+        Ok(self
+            .regime
+            .iter()
+            .filter(|g| names.is_empty() || names.contains(&g.name))
+            .collect())
+    }
+
+    /// The overrides regime `g` runs with: the study's, the regime's, in a smoke run (`quick`)
+    /// then the experiment's smoke overrides ([`QUICK`]), the study's and the regime's
+    /// `quick`, and last `extra` (the command line's).
+    pub fn sets(&self, g: &RegimeSpec, quick: bool, extra: &[String]) -> Vec<String> {
+        let mut sets: Vec<String> = self.sets.iter().chain(&g.sets).cloned().collect();
+        if quick {
+            sets.extend(QUICK.iter().map(|s| s.to_string()));
+            sets.extend(self.quick.iter().chain(&g.quick).cloned());
+        }
+        sets.extend(extra.iter().cloned());
+        sets
+    }
+}
+
+/// Where the report of the regimes `names` goes in the study directory `out`: `report/` for the
+/// whole study, `report-<a>+<b>/` for some regimes (a rerun of some must not replace the report
+/// across all of them).
+pub fn report_dir(out: &Path, names: &[String]) -> PathBuf {
+    if names.is_empty() {
+        out.join("report")
+    } else {
+        out.join(format!("report-{}", names.join("+")))
+    }
+}
 
 /// One regime's experiment and what it measured.
 #[derive(Debug)]
@@ -88,6 +183,15 @@ pub fn table(lines: &[Line]) -> String {
     s
 }
 
+/// The study report's heading and opening paragraph (`study.md`, minijinja: the prose lives
+/// there, not in a format string).
+fn intro(commit: &str) -> Result<String> {
+    let mut env = minijinja::Environment::new();
+    env.set_keep_trailing_newline(true);
+    env.render_str(INTRO, minijinja::context! { commit })
+        .map_err(|e| Error::Config(format!("study template: {e:#}")))
+}
+
 /// Writes the study's `report.md` and plots into `dir`.
 pub fn write(dir: &Path, regimes: &[Regime], commit: &str) -> Result<Study> {
     std::fs::create_dir_all(dir).map_err(io(dir))?;
@@ -143,11 +247,7 @@ pub fn write(dir: &Path, regimes: &[Regime], commit: &str) -> Result<Study> {
         }
     }
     let table = table(&lines);
-    let _ = writeln!(md, "# Predict-extend study\n");
-    let _ = writeln!(
-        md,
-        "Commit `{commit}`. Each regime is an experiment (`next experiment`) whose own report has every target, the accuracy at equal step budgets and the configuration. The table below is each regime at its headline target: steps saved against the same-LR baseline and against the tuned baseline B* (paired by seed, bootstrap intervals; a saving only when the whole interval is above zero), the modelled wall clock (steps at the baseline's median step time plus the measured jump overhead), and the learning-rate multiple a baseline needs to reach the target as fast (equivalent LR).\n"
-    );
+    let _ = writeln!(md, "{}", intro(commit)?);
     let _ = writeln!(md, "{table}\n{body}");
     let markdown = dir.join("report.md");
     next_files::atomic::write(&markdown, md.as_bytes())?;
@@ -162,4 +262,90 @@ pub fn write(dir: &Path, regimes: &[Regime], commit: &str) -> Result<Study> {
         lines,
         table,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn regime(name: &str) -> RegimeSpec {
+        RegimeSpec {
+            name: name.into(),
+            about: format!("about {name}"),
+            sets: vec![format!("{name}.set=1")],
+            quick: vec![format!("{name}.quick=1")],
+        }
+    }
+
+    fn file(names: &[&str]) -> File {
+        File {
+            experiment: "experiment.toml".into(),
+            sets: vec!["study.set=1".into()],
+            quick: vec!["study.quick=1".into()],
+            regime: names.iter().map(|n| regime(n)).collect(),
+        }
+    }
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn regimes_are_chosen_in_the_file_order_and_unknown_names_refused() {
+        let f = file(&["a", "b", "c"]);
+        let path = Path::new("configs/study.toml");
+        let all: Vec<&str> = f
+            .select(path, &[])
+            .unwrap()
+            .iter()
+            .map(|g| g.name.as_str())
+            .collect();
+        assert_eq!(all, ["a", "b", "c"]);
+        let some = f.select(path, &names(&["c", "a"])).unwrap();
+        assert_eq!(
+            some.iter().map(|g| g.name.as_str()).collect::<Vec<_>>(),
+            ["a", "c"]
+        );
+        let err = f.select(path, &names(&["a", "d"])).unwrap_err().to_string();
+        assert_eq!(err, "configs/study.toml: no regime `d` (it has a, b, c)");
+        assert_eq!(
+            f.experiment_config(path),
+            Path::new("configs/experiment.toml")
+        );
+    }
+
+    #[test]
+    fn a_regime_listed_twice_is_refused() {
+        let f = file(&["a", "b", "a"]);
+        let err = f.select(Path::new("s.toml"), &[]).unwrap_err().to_string();
+        assert_eq!(err, "s.toml: regime `a` is listed twice");
+        // Even when only the other regime is chosen: the file itself is wrong.
+        assert!(f.select(Path::new("s.toml"), &names(&["b"])).is_err());
+    }
+
+    #[test]
+    fn overrides_go_study_regime_quick_then_command_line() {
+        let f = file(&["a"]);
+        let g = &f.regime[0];
+        let extra = names(&["cli=1"]);
+        assert_eq!(
+            f.sets(g, false, &extra),
+            names(&["study.set=1", "a.set=1", "cli=1"])
+        );
+        let quick = f.sets(g, true, &extra);
+        let n = QUICK.len();
+        assert_eq!(quick[..2], names(&["study.set=1", "a.set=1"]));
+        assert_eq!(quick[2..2 + n], names(QUICK));
+        assert_eq!(
+            quick[2 + n..],
+            names(&["study.quick=1", "a.quick=1", "cli=1"])
+        );
+    }
+
+    #[test]
+    fn the_report_of_some_regimes_goes_beside_the_whole_study_s() {
+        let out = Path::new("runs/study");
+        assert_eq!(report_dir(out, &[]), out.join("report"));
+        assert_eq!(report_dir(out, &names(&["a", "b"])), out.join("report-a+b"));
+    }
 }

@@ -78,7 +78,7 @@ pub fn discover(run: &Path, format: Option<Format>) -> Result<(Format, Vec<Check
         Some(f) => f,
         None if !verl.is_empty() => {
             if run.join("latest_checkpointed_iteration.txt").is_file()
-                && run.join("config.resolved.toml").is_file()
+                && run.join(next_files::resolved::FILE).is_file()
             {
                 Format::Next
             } else if verl.iter().any(|(_, d)| is_adapter(&verl_adapter(d))) {

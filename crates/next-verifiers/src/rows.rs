@@ -42,6 +42,21 @@ impl Summary {
     pub fn mean_reward(&self) -> f64 {
         self.reward_sum / self.rows.max(1) as f64
     }
+
+    /// One line: rows, verdicts per kind and the mean reward (`next verify`'s last line).
+    pub fn line(&self) -> String {
+        let by_kind: Vec<String> = self
+            .by_kind
+            .iter()
+            .map(|(k, c)| format!("{} {c}", k.as_str()))
+            .collect();
+        format!(
+            "verified {} rows: {}; mean reward {:.4}",
+            self.rows,
+            by_kind.join(", "),
+            self.mean_reward()
+        )
+    }
 }
 
 fn parse_row(line: &str, name: &Path, lineno: usize) -> Result<Map<String, Value>> {

@@ -406,10 +406,6 @@ fn bad_runs_exit_non_zero_naming_the_cause() {
         ),
         (vec!["extract", "--run", d], "holds no checkpoints"),
         (
-            vec!["extract", "--run", d, "--format", "gguf"],
-            "unknown format",
-        ),
-        (
             vec!["extract", "--checkpoint", "ten=/x", "--out", d],
             "not a step number",
         ),
@@ -424,4 +420,12 @@ fn bad_runs_exit_non_zero_naming_the_cause() {
         assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
         assert!(err.contains(want), "{args:?}: {err}");
     }
+    // An unknown format is clap's to refuse (exit 2), naming the ones it takes.
+    let out = next(&["extract", "--run", d, "--format", "gguf"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("'gguf'") && err.contains("auto, next, verl, trl, full"),
+        "{err}"
+    );
 }

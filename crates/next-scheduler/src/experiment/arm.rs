@@ -11,15 +11,15 @@ use next_trainer::checkpoint;
 use serde::{Deserialize, Serialize};
 
 use super::metrics::{curve, read};
-use super::CONTROL;
 use super::{
     accuracy_at, baseline_dir, k_dir, Arm, Baseline, Diagnostics, Event, JumpCost, Overhead, Plan,
     Point,
 };
+use super::{stats, CONTROL};
 use next_predictor::Method;
 
 use crate::jump::{self, Predictor};
-use crate::{stats, Engine, Error, Result, ScoreSet};
+use crate::{Engine, Error, Result, ScoreSet};
 
 /// What the arms of an experiment share: the engine, the plan, the directory, the progress
 /// callback, and the accuracy at which an arm stops (`experiment.stop_at_target`).
@@ -159,15 +159,15 @@ impl Ctx<'_> {
             lambda: s.lambda,
         };
         let on_event = &mut *self.on_event;
-        let (chosen, predicted) = jump::jump(
+        let (chosen, predicted) = jump::jump(jump::Ctx {
             source,
-            from,
-            &plan,
-            Some(&mut *self.engine),
+            adapter: from,
+            plan: &plan,
+            scorer: Some(&mut *self.engine),
             out,
-            Existing::Replace,
-            &mut |lambda, score| on_event(Event::Candidate { lambda, score }),
-        )?;
+            existing: Existing::Replace,
+            on_candidate: &mut |lambda, score| on_event(Event::Candidate { lambda, score }),
+        })?;
         // Reported on the validation split; λ was chosen on the selection split.
         let accuracy = self.engine.score(out, ScoreSet::Validation)?.0;
         let mut cosine = vec![];

@@ -12,7 +12,7 @@
 //! and arm), `settings.json` (the settings the arms were made with), `commit.txt`.
 //!
 //! `plan.rs` checks the settings; `arm.rs` runs baselines and arms; `metrics.rs` reads their
-//! curves.
+//! curves; `stats.rs` turns curves into targets, costs and paired savings.
 //!
 //! Architecture invariant: knows nothing of models or tasks; it sequences the [`Engine`], the
 //! trajectory store and the predictors, and reads the trainer's `metrics.jsonl`.
@@ -22,11 +22,12 @@ use std::path::{Path, PathBuf};
 use next_predictor::{Method, PredictorKind};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
-use crate::{io, stats, Engine, Error, Result};
+use crate::{io, Engine, Error, Result};
 
 mod arm;
 mod metrics;
 mod plan;
+pub mod stats;
 
 pub use plan::Plan;
 
@@ -117,6 +118,31 @@ impl Default for ExperimentSection {
 
 /// The name of the arm that branches at K with no jump.
 pub const CONTROL: &str = "control";
+
+/// What a smoke run (`next experiment --quick`) changes, as `--set` overrides applied before
+/// the command line's: a base that pretrains in seconds, one seed, 40 RL steps.
+pub const QUICK: &[&str] = &[
+    "pretrain.out=runs/base-quick",
+    "pretrain.task=add2",
+    "pretrain.hidden_size=64",
+    "pretrain.layers=2",
+    "pretrain.intermediate_size=128",
+    "pretrain.steps=300",
+    "pretrain.batch=64",
+    "pretrain.train_size=5000",
+    "pretrain.warmup_steps=20",
+    "data.task=add2",
+    "data.train_size=5000",
+    "data.val_size=500",
+    "trainer.steps=40",
+    "trainer.save_every=5",
+    "trainer.val_every=10",
+    "scheduler.horizon=10",
+    "scheduler.grid=[0.5,1.0,2.0]",
+    "experiment.seeds=1",
+    "experiment.jump_at=[20]",
+    "experiment.resamples=200",
+];
 
 /// One validation of a run: the step, the accuracy, and the wall clock spent to get there
 /// (RL steps of the run and of the baseline prefix it branched from, plus its jump's
@@ -217,6 +243,22 @@ impl Arm {
     /// Validation accuracy right after the jump.
     pub fn jump_accuracy(&self) -> f64 {
         accuracy_at(&self.curve, self.jump_at)
+    }
+
+    /// One line saying what the finished arm measured (the progress log's).
+    pub fn summary_line(&self) -> String {
+        let last = self.curve.last();
+        format!(
+            "seed {} k={} {}: λ {}, after jump {:.3}, last validation {:.3} at step {}, overhead {:.1}s",
+            self.seed,
+            self.jump_at,
+            self.name,
+            self.lambda.map_or("–".into(), |l| format!("{l}")),
+            self.jump_accuracy(),
+            last.map_or(f64::NAN, |p| p.accuracy),
+            last.map_or(0, |p| p.step),
+            self.overhead.total()
+        )
     }
 }
 

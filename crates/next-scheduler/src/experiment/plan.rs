@@ -183,4 +183,68 @@ impl Plan {
             .map(|i| self.experiment.first_seed + i)
             .collect()
     }
+
+    /// The RL steps the whole experiment trains, for a progress bar: the tuning, then per seed
+    /// its baseline, B* (unless B* is the configured rate, which only the tuning tells; the
+    /// count is then too high and a bar ends early) and the arms. With kept moments the control
+    /// is the baseline itself and trains nothing.
+    pub fn total_steps(&self) -> usize {
+        let (steps, e) = (self.steps, &self.experiment);
+        let arms = self.arms().len() - usize::from(self.scheduler.keep_moments);
+        let arm_steps: usize = e.jump_at.iter().map(|k| arms * (steps - k)).sum();
+        let (tuning, tuned) = if e.lr_scales.is_empty() {
+            (0, 0)
+        } else {
+            (
+                e.tuning_seeds * self.scales().len(),
+                usize::from(!e.at_tuned_lr),
+            )
+        };
+        tuning * steps + self.seeds().len() * ((1 + tuned) * steps + arm_steps)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use next_predictor::PredictorKind;
+
+    fn plan(e: ExperimentSection, keep_moments: bool) -> Plan {
+        let s = SchedulerSection {
+            horizon: 10,
+            keep_moments,
+            ..SchedulerSection::default()
+        };
+        Plan::new(e, s, 100, 10, 10).unwrap()
+    }
+
+    #[test]
+    fn total_steps_count_the_tuning_the_baselines_and_every_arm_that_trains() {
+        let e = ExperimentSection {
+            seeds: 2,
+            jump_at: vec![20, 60],
+            methods: vec![Method::Merged(PredictorKind::TwoPoint)],
+            ..ExperimentSection::default()
+        };
+        // Per seed: the baseline (100), then at K = 20 and 60 the control and the method
+        // (2 x 80 + 2 x 40); with kept moments the control trains nothing (80 + 40).
+        assert_eq!(plan(e.clone(), false).total_steps(), 2 * (100 + 240));
+        assert_eq!(plan(e.clone(), true).total_steps(), 2 * (100 + 120));
+        // The tuning: 1 and 2 on two tuning seeds, then B* on every reporting seed as well.
+        let tuned = ExperimentSection {
+            lr_scales: vec![2.0],
+            tuning_seeds: 2,
+            ..e.clone()
+        };
+        assert_eq!(
+            plan(tuned.clone(), true).total_steps(),
+            2 * 2 * 100 + 2 * (2 * 100 + 120)
+        );
+        // At the tuned rate the baselines are B*: no second one per seed.
+        let at = ExperimentSection {
+            at_tuned_lr: true,
+            ..tuned
+        };
+        assert_eq!(plan(at, true).total_steps(), 2 * 2 * 100 + 2 * (100 + 120));
+    }
 }

@@ -3,8 +3,8 @@
 
 use serde::Serialize;
 
+use crate::experiment::stats::{cost, Targets};
 use crate::experiment::{Baseline, Plan, Results};
-use crate::stats::{cost, Targets};
 use crate::{Error, Result};
 
 const TEMPLATE: &str = include_str!("template.md");
@@ -71,7 +71,7 @@ pub(super) fn render(plan: &Plan, results: &Results, t: &Tables) -> Result<Strin
         .collect();
     // At the level B* was chosen by (the tuning's own same-LR runs), so this table shows the
     // choice as it was made.
-    let tuning_level = crate::stats::tuning_level(plan, &results.tuning);
+    let tuning_level = crate::experiment::stats::tuning_level(plan, &results.tuning);
     let tuning: Vec<BaselineLine> = results
         .tuning
         .iter()

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use next_trajectory::analyze;
+use next_trajectory::store::Store;
 
 use crate::experiment::{Plan, Results};
 use crate::{io, Result};
@@ -62,11 +63,22 @@ pub struct Input<'a> {
     pub commit: &'a str,
     /// Problems of the selection split λ was chosen on.
     pub select_size: usize,
-    /// The analysed baseline's trajectory store, if any.
-    pub trajectory: Option<&'a next_trajectory::store::Store>,
 }
 
-/// Writes `report.md` and the plots into `dir`.
+/// The trajectory store of the run the report analyses (`results.analysed`), extracted
+/// (incrementally) into its `trajectory/` with the plan's horizon as the target gap; None when
+/// the experiment analyses no run.
+pub fn analysed_trajectory(plan: &Plan, results: &Results) -> Result<Option<Store>> {
+    let Some(run) = &results.analysed else {
+        return Ok(None);
+    };
+    let dir = run.join("trajectory");
+    crate::jump::extract_run(run, None, plan.scheduler.horizon, &dir)?;
+    Ok(Some(Store::open(&dir)?))
+}
+
+/// Writes `report.md` and the plots into `dir`, with the analysed baseline's trajectory
+/// ([`analysed_trajectory`]).
 pub fn write(dir: &Path, input: &Input) -> Result<Report> {
     let Input {
         plan,
@@ -74,8 +86,8 @@ pub fn write(dir: &Path, input: &Input) -> Result<Report> {
         config,
         commit,
         select_size,
-        trajectory,
     } = *input;
+    let trajectory = analysed_trajectory(plan, results)?;
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let rows = rows(plan, results);
     let table = table(plan, &rows);
@@ -96,7 +108,7 @@ pub fn write(dir: &Path, input: &Input) -> Result<Report> {
         charts.extend(plots::jump_charts(plan, results, k, &curves));
     }
     let mut analysis = String::new();
-    if let Some(store) = trajectory {
+    if let Some(store) = &trajectory {
         let summaries = analyze::summarize(store);
         analysis = analyze::table(&summaries);
         charts.push(plots::Chart {

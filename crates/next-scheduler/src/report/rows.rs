@@ -8,11 +8,11 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::experiment::{accuracy_at, Arm, Baseline, JumpCost, Plan, Point, Results, CONTROL};
-use crate::stats::{
+use crate::experiment::stats::{
     cost, equivalent_scale, mean_sd, paired_saving, scale_costs, Cost, Equivalent, Interval,
     Targets, Verdict,
 };
+use crate::experiment::{accuracy_at, Arm, Baseline, JumpCost, Plan, Point, Results, CONTROL};
 
 /// The name of the tuned baseline's row.
 pub const TUNED: &str = "tuned";

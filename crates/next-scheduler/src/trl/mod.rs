@@ -367,7 +367,10 @@ mod tests {
                 "rollout.stop",
             ),
             (Box::new(|c| c.rollout.val_n = 4), "rollout.val_n"),
-            (Box::new(|c| c.algorithm.ppo_epochs = 2), "algorithm.ppo_epochs"),
+            (
+                Box::new(|c| c.algorithm.ppo_epochs = 2),
+                "algorithm.ppo_epochs",
+            ),
             (
                 Box::new(|c| (c.trainer.save_every, c.trainer.val_every) = (4, 10)),
                 "trainer.val_every (10) must be a multiple of trainer.save_every (4)",

@@ -51,6 +51,18 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// The default limits with `seconds` of wall time and of CPU time (rounded up to whole
+    /// seconds, as rlimits count).
+    pub fn seconds(seconds: f64) -> Self {
+        Limits {
+            wall_s: seconds,
+            cpu_s: seconds.ceil() as u64,
+            ..Limits::default()
+        }
+    }
+}
+
 /// A sandbox uid held exclusively (across threads and processes) through a lock file, so that
 /// sweeping "every process of this uid" can never hit another run.
 struct Slot {

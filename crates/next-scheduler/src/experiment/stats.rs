@@ -8,7 +8,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::experiment::{Baseline, JumpCost, Plan, Point};
+use super::{Baseline, JumpCost, Plan, Point};
 
 /// An estimate with its confidence interval (NaN bounds with fewer than two pairs).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
