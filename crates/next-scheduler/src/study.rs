@@ -183,15 +183,6 @@ pub fn table(lines: &[Line]) -> String {
     s
 }
 
-/// The study report's heading and opening paragraph (`study.md`, minijinja: the prose lives
-/// there, not in a format string).
-fn intro(commit: &str) -> Result<String> {
-    let mut env = minijinja::Environment::new();
-    env.set_keep_trailing_newline(true);
-    env.render_str(INTRO, minijinja::context! { commit })
-        .map_err(|e| Error::Config(format!("study template: {e:#}")))
-}
-
 /// Writes the study's `report.md` and plots into `dir`.
 pub fn write(dir: &Path, regimes: &[Regime], commit: &str) -> Result<Study> {
     std::fs::create_dir_all(dir).map_err(io(dir))?;
@@ -247,7 +238,9 @@ pub fn write(dir: &Path, regimes: &[Regime], commit: &str) -> Result<Study> {
         }
     }
     let table = table(&lines);
-    let _ = writeln!(md, "{}", intro(commit)?);
+    // The heading and opening paragraph: `study.md`, the prose kept out of format strings.
+    let intro = report::fill("study", INTRO, minijinja::context! { commit })?;
+    let _ = writeln!(md, "{intro}");
     let _ = writeln!(md, "{table}\n{body}");
     let markdown = dir.join("report.md");
     next_files::atomic::write(&markdown, md.as_bytes())?;

@@ -370,8 +370,6 @@ impl PythonReward {
             Some(v) => v.as_f64().is_some_and(|x| x > 0.0),
             None => score > 0.0,
         };
-        // The verl engine's reward.py reads the extras back from this form, `score S; {JSON}`
-        // (`next verify --serve` answers with the detail, not the extras).
         let detail = if extras.is_empty() {
             format!("score {score}")
         } else {
@@ -410,11 +408,16 @@ impl PythonReward {
             .inspect_err(|_| self.retire())
     }
 
-    /// `rows` as one call to `worker`, with `timeout_s` per row (and [`GRACE`]) to answer.
+    /// How long a worker has to answer a call of `rows` rows: `timeout_s` per row, and
+    /// [`GRACE`].
+    fn deadline(&self, rows: usize) -> Duration {
+        Duration::from_secs_f64(self.opts.timeout_s.max(0.0) * rows as f64) + GRACE
+    }
+
+    /// `rows` as one call to `worker`, within [`Self::deadline`].
     fn ask(&self, worker: &mut Worker, rows: &[Value]) -> Result<Vec<Verdict>, Failure> {
         let request = json!({"rows": rows, "timeout": self.opts.timeout_s}).to_string();
-        let budget = Duration::from_secs_f64(self.opts.timeout_s.max(0.0) * rows.len() as f64);
-        let results = worker.call(&request, budget + GRACE)?;
+        let results = worker.call(&request, self.deadline(rows.len()))?;
         Ok(if results.len() == rows.len() {
             results.iter().map(|r| self.verdict(r)).collect()
         } else {
@@ -469,7 +472,7 @@ impl PythonReward {
                     "the worker overran its time on this row (row {} of a batch of {n}: {} s) \
                      and was killed",
                     k + 1,
-                    self.opts.timeout_s.max(0.0) + GRACE.as_secs_f64()
+                    self.deadline(1).as_secs_f64()
                 ),
             };
             out.push(Verdict::error(format!("{}: {why}", self.label)));
@@ -531,12 +534,11 @@ impl Verifier for PythonReward {
                 Err(Failure::Timeout) => {
                     drop(worker);
                     self.retire();
-                    let budget = self.opts.timeout_s.max(0.0) * items.len() as f64;
                     return self.all_error(
                         items.len(),
                         &format!(
                             "the worker overran its time ({} s for this batch) and was killed",
-                            budget + GRACE.as_secs_f64()
+                            self.deadline(items.len()).as_secs_f64()
                         ),
                     );
                 }

@@ -7,9 +7,9 @@
 //! `prompts_per_step` x `n` completions however many processes share it.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-use crate::{next, ok};
+use crate::{next, ok, python};
 
 fn config() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/engine-trl.toml")
@@ -42,17 +42,6 @@ fn rank(adapter: &Path) -> u64 {
     serde_json::from_str::<serde_json::Value>(&text).unwrap()["r"]
         .as_u64()
         .unwrap()
-}
-
-/// Runs Python code with the project's interpreter (the one the engine uses); its stdout.
-fn python(code: &str, args: &[&Path]) -> String {
-    let out = Command::new(next_files::python::interpreter(None))
-        .arg("-c")
-        .arg(code)
-        .args(args)
-        .output()
-        .unwrap();
-    ok(out).trim().to_string()
 }
 
 /// The metrics rows of a run directory: (step, data).

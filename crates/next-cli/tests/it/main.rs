@@ -35,6 +35,18 @@ pub fn ok(out: Output) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// Runs Python `code` with `args` in the project's interpreter (the one the engines and reward
+/// workers use); its stdout, trimmed (fails the test with both streams otherwise).
+pub fn python<S: AsRef<std::ffi::OsStr>>(code: &str, args: &[S]) -> String {
+    let out = Command::new(next_files::python::interpreter(None))
+        .arg("-c")
+        .arg(code)
+        .args(args)
+        .output()
+        .expect("run python");
+    ok(out).trim().to_string()
+}
+
 /// A copy of the workspace's tiny test base (2-digit sums, pretrained once per test binary) in
 /// `dir/base`, which a test may change.
 pub fn tiny_base(dir: &std::path::Path) -> std::path::PathBuf {

@@ -4,7 +4,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::next;
+use crate::{next, python};
 
 const ROWS: &str = r#"{"id": 1, "response": "so \\boxed{\\frac{1}{2}}", "ground_truth": "0.5", "data_source": "openai/gsm8k"}
 {"id": 2, "response": "<answer>3*8</answer>", "ground_truth": {"target": 24, "numbers": [3, 8]}, "data_source": "countdown"}
@@ -242,16 +242,7 @@ else:
              extra_info=[r["extra_info"] for r in rows], **columns)
 print(json.dumps(out))
 "#;
-    let out = Command::new(next_files::python::interpreter(None))
-        .args(["-c", script, f, style, input.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    serde_json::from_str(&python(script, &[f, style, input.to_str().unwrap()])).unwrap()
 }
 
 /// The reward files the verifier crate's tests use.
@@ -417,26 +408,20 @@ print(json.dumps({
     "direct": [compute_score("acme", r, "7", {"weight": 1.0}) for r in responses],
 }))
 "#;
-    let out = Command::new(next_files::python::interpreter(None))
-        .args([
-            "-c",
-            script,
+    let rewards = reward_file("verl_math.py");
+    let out = python(
+        script,
+        &[
             dir.path().join("reward.py").to_str().unwrap(),
-            std::path::Path::new(&reward_file("verl_math.py"))
+            std::path::Path::new(&rewards)
                 .parent()
                 .unwrap()
                 .to_str()
                 .unwrap(),
             &serde_json::to_string(&responses).unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v: Value = serde_json::from_str(&out).unwrap();
     let (shim, direct) = (
         v["shim"].as_array().unwrap(),
         v["direct"].as_array().unwrap(),

@@ -114,9 +114,14 @@ pub(super) fn render(plan: &Plan, results: &Results, t: &Tables) -> Result<Strin
         analysis => t.analysis,
         config => t.config,
     };
+    fill("report", TEMPLATE, ctx)
+}
+
+/// `template` (minijinja, the reports' prose) filled with `ctx`; `what` names it in errors.
+pub(crate) fn fill(what: &str, template: &str, ctx: minijinja::Value) -> Result<String> {
     let mut env = minijinja::Environment::new();
     env.set_keep_trailing_newline(true);
     env.set_trim_blocks(true);
-    env.render_str(TEMPLATE, ctx)
-        .map_err(|e| Error::Config(format!("report template: {e:#}")))
+    env.render_str(template, ctx)
+        .map_err(|e| Error::Config(format!("{what} template: {e:#}")))
 }

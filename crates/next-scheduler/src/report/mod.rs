@@ -13,6 +13,7 @@ mod markdown;
 mod plots;
 mod rows;
 
+pub(crate) use markdown::fill;
 pub use rows::{diagnostics_table, rows, table, targets, Row, TUNED};
 pub(crate) use rows::{num, pct};
 

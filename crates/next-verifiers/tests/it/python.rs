@@ -35,6 +35,16 @@ fn start(
     PythonReward::start(f, options(style, timeout_s))
 }
 
+/// A reward function `f` written as `code` into `file`, started in a pool.
+fn start_written(file: &std::path::Path, code: &str) -> PythonReward {
+    std::fs::write(file, code).unwrap();
+    PythonReward::start(
+        format!("{}:f", file.display()).parse().unwrap(),
+        options(Style::Auto, 5.0),
+    )
+    .unwrap()
+}
+
 /// The rows of the conformance checks: (response, ground truth, prompt, extra_info).
 fn rows() -> Vec<(String, Value, String, Value)> {
     let mut out = Vec::new();
@@ -317,19 +327,13 @@ fn a_dead_worker_is_restarted_and_its_batch_retried() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("once.py");
     let marker = dir.path().join("died");
-    std::fs::write(
+    let v = start_written(
         &file,
-        format!(
+        &format!(
             "import os\ndef f(data_source, solution_str, ground_truth, extra_info=None):\n    if not os.path.exists({m:?}):\n        open({m:?}, 'w').close()\n        os._exit(1)\n    return 0.75\n",
             m = marker.display().to_string()
         ),
-    )
-    .unwrap();
-    let v = PythonReward::start(
-        format!("{}:f", file.display()).parse().unwrap(),
-        options(Style::Auto, 5.0),
-    )
-    .unwrap();
+    );
     let got = batch(&v, &["a", "b", "c"]);
     assert!(marker.exists());
     assert!(got.iter().all(|g| g.reward == 0.75), "{got:?}");
@@ -341,19 +345,13 @@ fn a_batch_that_kills_its_worker_twice_starts_at_most_b_plus_2_workers() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("counted.py");
     let starts = dir.path().join("starts");
-    std::fs::write(
+    let v = start_written(
         &file,
-        format!(
+        &format!(
             "import os\nopen({s:?}, 'a').write('x')\ndef f(data_source, solution_str, ground_truth, extra_info=None):\n    if solution_str.startswith('exit'):\n        os._exit(1)\n    return 0.5\n",
             s = starts.display().to_string()
         ),
-    )
-    .unwrap();
-    let v = PythonReward::start(
-        format!("{}:f", file.display()).parse().unwrap(),
-        options(Style::Auto, 5.0),
-    )
-    .unwrap();
+    );
     let count = || std::fs::read_to_string(&starts).unwrap().len();
     assert_eq!(count(), 1);
     // One bad row of four: two restarts for the batch, one for the row; the others are scored.
