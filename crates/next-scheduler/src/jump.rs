@@ -134,8 +134,12 @@ impl Source {
 /// The adapter a jump from `store` starts from unless told otherwise: its last checkpoint.
 pub fn last_adapter(store: &Store) -> Result<PathBuf> {
     let last = store.index.sources.last();
-    last.map(|s| s.dir.clone())
-        .ok_or_else(|| Error::Config("the store lists no checkpoints".into()))
+    last.map(|s| s.dir.clone()).ok_or_else(|| {
+        Error::Config(format!(
+            "{}: the store lists no checkpoints",
+            store.dir.display()
+        ))
+    })
 }
 
 /// `extend.json`: what was predicted, every candidate scored, and the λ chosen.
